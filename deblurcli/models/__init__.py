@@ -1,0 +1,1 @@
+"""Model architectures, one file each, behind the registry in ``registry.py``."""

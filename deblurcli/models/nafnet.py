@@ -1,0 +1,203 @@
+"""NAFNet: the efficient default generator family (Chen et al., ECCV 2022, MIT licence).
+
+Parameter names follow the official implementation (``intro``, ``encoders.i.j``, ``downs.i``,
+``middle_blks.j``, ``ups.i.0``, ``decoders.i.j``, ``ending``; blocks with ``conv1..conv5``, ``sca.1``,
+``norm1``, ``norm2``, ``beta``, ``gamma``) so that the published GoPro checkpoints load without conversion.
+
+One deliberate addition, which changes no parameter: ``local_pool``. The official simplified channel
+attention (SCA) averages each channel over the *whole* input, so a tile of a photo and the whole photo see
+different statistics and tiled inference would show seams. With ``local_pool=K`` the average is taken over a
+``K x K`` window (in full-resolution pixels, scaled down with each U-Net level) centred on each pixel, with
+windows clipped at the image border (mean over the valid pixels only). That makes the network a purely
+local operator, so tiles with enough overlap reproduce the whole-image result. It is the same idea as
+NAFNet's Test-time Local Converter (TLC), which uses ``K = 1.5 x`` the training crop for checkpoints trained
+with global pooling; our own models are trained with the local pool they are run with.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean over a ``k x k`` window centred on each pixel, clipped at the borders.
+
+    Computed with 2-D cumulative sums, so the cost per pixel does not grow with ``k`` (an
+    ``avg_pool2d`` with stride 1 costs ``k^2`` per pixel). Accumulates in float64 on CPU-friendly
+    dtypes to keep the difference of large prefix sums exact enough for fp32 outputs.
+    """
+    n, c, h, w = x.shape
+    if k >= 2 * max(h, w):
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+    r0 = (k - 1) // 2  # pixels before the centre
+    r1 = k // 2  # pixels after the centre
+    acc = torch.float64 if x.dtype in (torch.float32, torch.float64) else torch.float32
+    s = F.pad(x.to(acc), (1, 0, 1, 0)).cumsum(2).cumsum(3)  # s[i, j] = sum x[:i, :j]
+    ys = torch.arange(h, device=x.device)
+    xs = torch.arange(w, device=x.device)
+    y0 = (ys - r0).clamp(min=0)
+    y1 = (ys + r1 + 1).clamp(max=h)
+    x0 = (xs - r0).clamp(min=0)
+    x1 = (xs + r1 + 1).clamp(max=w)
+    total = (
+        s[:, :, y1][:, :, :, x1]
+        - s[:, :, y0][:, :, :, x1]
+        - s[:, :, y1][:, :, :, x0]
+        + s[:, :, y0][:, :, :, x0]
+    )
+    area = ((y1 - y0)[:, None] * (x1 - x0)[None, :]).to(acc)
+    return (total / area).to(x.dtype)
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel dimension of an NCHW tensor (NAFNet's ``norm1``/``norm2``)."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu = x.mean(1, keepdim=True)
+        var = (x - mu).pow(2).mean(1, keepdim=True)
+        y = (x - mu) / torch.sqrt(var + self.eps)
+        return self.weight.view(1, -1, 1, 1) * y + self.bias.view(1, -1, 1, 1)
+
+
+class SimpleGate(nn.Module):
+    """Split the channels in two halves and multiply them: NAFNet's replacement for activations."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=1)
+        return a * b
+
+
+class ChannelPool(nn.Module):
+    """The pooling inside SCA: global average (official) or a clipped local box mean (``window``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.window: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.window is None:
+            return x.mean(dim=(2, 3), keepdim=True)
+        return box_mean(x, self.window)
+
+
+class NAFBlock(nn.Module):
+    """Nonlinear-activation-free block: a gated depthwise-conv branch and a gated FFN, both residual."""
+
+    def __init__(self, c: int, dw_expand: int = 2, ffn_expand: int = 2) -> None:
+        super().__init__()
+        dw = c * dw_expand
+        self.conv1 = nn.Conv2d(c, dw, 1)
+        self.conv2 = nn.Conv2d(dw, dw, 3, padding=1, groups=dw)
+        self.conv3 = nn.Conv2d(dw // 2, c, 1)
+        # Index 1 must be the conv so that the official key ``sca.1.weight`` matches.
+        self.sca = nn.Sequential(ChannelPool(), nn.Conv2d(dw // 2, dw // 2, 1))
+        self.sg = SimpleGate()
+        ffn = c * ffn_expand
+        self.conv4 = nn.Conv2d(c, ffn, 1)
+        self.conv5 = nn.Conv2d(ffn // 2, c, 1)
+        self.norm1 = LayerNorm2d(c)
+        self.norm2 = LayerNorm2d(c)
+        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        x = self.sg(self.conv2(self.conv1(self.norm1(inp))))
+        x = self.conv3(x * self.sca(x))
+        y = inp + x * self.beta
+        x = self.conv5(self.sg(self.conv4(self.norm2(y))))
+        return y + x * self.gamma
+
+
+class NAFNet(nn.Module):
+    """NAFNet U-Net generator; input and output are NCHW RGB in [0, 1] (global input residual).
+
+    ``size_multiple`` is the factor inputs are reflect-padded to (2^levels); the forward pass pads and
+    crops by itself, so any size works, but the tiling engine pads tiles up front to avoid doing it twice.
+    ``tile_margin`` is the width of a tile's border that the tiling engine discards: the theoretical
+    receptive field of a 4-level U-Net is hundreds of pixels, but the influence of far pixels decays fast,
+    and 32 px keeps tiled and whole-image outputs well above 45 dB PSNR of each other (tested).
+    """
+
+    tile_margin = 32
+
+    def __init__(
+        self,
+        img_channel: int = 3,
+        width: int = 16,
+        middle_blk_num: int = 1,
+        enc_blk_nums: tuple[int, ...] | list[int] = (1, 1, 1, 8),
+        dec_blk_nums: tuple[int, ...] | list[int] = (1, 1, 1, 1),
+        local_pool: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = {
+            "img_channel": img_channel,
+            "width": width,
+            "middle_blk_num": middle_blk_num,
+            "enc_blk_nums": list(enc_blk_nums),
+            "dec_blk_nums": list(dec_blk_nums),
+            "local_pool": local_pool,
+        }
+        self.intro = nn.Conv2d(img_channel, width, 3, padding=1)
+        self.ending = nn.Conv2d(width, img_channel, 3, padding=1)
+        self.encoders = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        self.ups = nn.ModuleList()
+        chan = width
+        for num in enc_blk_nums:
+            self.encoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(num)]))
+            self.downs.append(nn.Conv2d(chan, 2 * chan, 2, 2))
+            chan *= 2
+        self.middle_blks = nn.Sequential(*[NAFBlock(chan) for _ in range(middle_blk_num)])
+        for num in dec_blk_nums:
+            self.ups.append(nn.Sequential(nn.Conv2d(chan, chan * 2, 1, bias=False), nn.PixelShuffle(2)))
+            chan //= 2
+            self.decoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(num)]))
+        self.size_multiple = 2 ** len(self.encoders)
+        self.set_local_pool(local_pool)
+
+    def set_local_pool(self, window: int | None) -> None:
+        """Switch SCA between global pooling (``None``) and a ``window``-pixel local box mean.
+
+        The window is given at full resolution and divided by 2 at each level down, so every level
+        averages over the same area of the photo.
+        """
+        self.config["local_pool"] = window
+        levels = [(enc, i) for i, enc in enumerate(self.encoders)]
+        levels += [(self.middle_blks, len(self.encoders))]
+        levels += [(dec, len(self.decoders) - 1 - i) for i, dec in enumerate(self.decoders)]
+        for module, level in levels:
+            for m in module.modules():
+                if isinstance(m, ChannelPool):
+                    m.window = None if window is None else max(1, window // 2**level)
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        _, _, h, w = inp.shape
+        m = self.size_multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            # Reflect needs the pad to be smaller than the side; tiny inputs fall back to replicate.
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x_in = F.pad(inp, (0, pw, 0, ph), mode=mode)
+        else:
+            x_in = inp
+        x = self.intro(x_in)
+        skips = []
+        for encoder, down in zip(self.encoders, self.downs):
+            x = encoder(x)
+            skips.append(x)
+            x = down(x)
+        x = self.middle_blks(x)
+        for decoder, up, skip in zip(self.decoders, self.ups, reversed(skips)):
+            x = decoder(up(x) + skip)
+        x = self.ending(x) + x_in
+        return x[:, :, :h, :w]
