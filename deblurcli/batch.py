@@ -1,0 +1,241 @@
+"""Which files to process and where each output goes.
+
+Two steps, both pure (nothing is read or written except directory listings):
+
+* :func:`find_inputs` turns the paths on the command line into a deterministic list of photos, skipping
+  hidden/system files and our own temporary files, surviving symlink loops, ignoring anything under an
+  excluded folder (an output folder inside an input folder), and reporting paths that do not exist as
+  problems instead of crashing.
+* :func:`plan_jobs` maps every input to its output path and checks the whole plan *before* anything is
+  written: two inputs landing on the same output, or an output landing on an input, is an error that names
+  both files.
+
+Output naming: an explicit output file (``-o sharp.jpg``, one input file) is used as given; with
+``-o DIR`` each output keeps its input's name (sub-folders mirrored); with no ``-o``, ``photo.jpg``
+becomes ``photo_deblurred.jpg`` beside it and a folder ``dir/`` becomes a sibling ``dir_deblurred/``.
+HEIC/HEIF inputs (which we read but cannot write) get a ``.jpg`` output name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from deblurcli.errors import DeblurError
+from deblurcli.photo import SUPPORTED_SUFFIXES, WRITABLE_SUFFIXES, is_temp_file
+
+__all__ = [
+    "InputFile",
+    "Job",
+    "OutputCollisionError",
+    "PlanError",
+    "find_inputs",
+    "plan_jobs",
+]
+
+#: Files that operating systems and photo managers drop into folders; never photos.
+SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r"})
+#: Folders that hold system data or other programs' thumbnails (Synology, Windows, macOS archives).
+SYSTEM_DIRS = frozenset({"@eadir", "$recycle.bin", "system volume information", "__macosx", "#recycle"})
+#: Input suffixes we can read but not write: their outputs are named with this suffix instead.
+_REWRITE_SUFFIX = {".heic": ".jpg", ".heif": ".jpg"}
+
+
+class PlanError(DeblurError):
+    """The requested outputs cannot be planned (ambiguous -o, output over an input, ...)."""
+
+
+class OutputCollisionError(PlanError):
+    """Two inputs would be written to the same output file."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A photo to process. ``rel`` is its path relative to the input root it was found under (just the
+    file name for a file named on the command line); ``root`` is that folder, None for a named file."""
+
+    path: Path
+    rel: Path
+    root: Path | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One photo to process: read ``src``, write ``dst``."""
+
+    src: Path
+    dst: Path
+    rel: Path
+
+
+def _is_hidden_or_system(name: str) -> bool:
+    return name.startswith(".") or name.lower() in SYSTEM_FILES or is_temp_file(name)
+
+
+def _is_photo_name(name: str) -> bool:
+    return not _is_hidden_or_system(name) and os.path.splitext(name)[1].lower() in SUPPORTED_SUFFIXES
+
+
+def _under(path: str, folders: Sequence[str]) -> bool:
+    return any(path == f or path.startswith(f.rstrip(os.sep) + os.sep) for f in folders)
+
+
+def find_inputs(
+    paths: Sequence[Path],
+    *,
+    recursive: bool,
+    exclude: Sequence[Path] = (),
+) -> tuple[list[InputFile], list[tuple[Path, str]]]:
+    """Expand command-line paths into photos: ``(inputs, problems)``.
+
+    Folders are scanned for supported suffixes (case-insensitive), only at their top level unless
+    ``recursive``; hidden and system files and folders are skipped; symlinked folders are followed once
+    (a loop is walked at most once); anything under an ``exclude`` folder is skipped. A file named
+    explicitly is taken if its suffix is supported. Missing paths, unsupported named files and unreadable
+    folders become ``problems`` (path, reason). Order: the command line's order, each folder sorted; a
+    file reached twice is listed once.
+    """
+    excluded = [os.path.realpath(p) for p in exclude]
+    inputs: list[InputFile] = []
+    problems: list[tuple[Path, str]] = []
+    seen: set[str] = set()
+
+    def add(item: InputFile) -> None:
+        real = os.path.realpath(item.path)
+        if real not in seen and not _under(real, excluded):
+            seen.add(real)
+            inputs.append(item)
+
+    for given in map(Path, paths):
+        if not os.path.lexists(given):
+            problems.append((given, "no such file or folder"))
+        elif not given.exists():
+            problems.append((given, "broken symbolic link"))
+        elif given.is_dir():
+            found, trouble = _scan(given, recursive=recursive, excluded=excluded)
+            for item in found:
+                add(item)
+            problems += trouble
+        elif given.suffix.lower() in SUPPORTED_SUFFIXES:
+            add(InputFile(given, Path(given.name), None))
+        else:
+            problems.append((given, f"unsupported file type '{given.suffix or given.name}' "
+                                    f"(supported: {' '.join(SUPPORTED_SUFFIXES)})"))
+    return inputs, problems
+
+
+def _scan(root: Path, *, recursive: bool, excluded: list[str]) -> tuple[list[InputFile], list[tuple[Path, str]]]:
+    """Photos under one folder, sorted by their path relative to it."""
+    found: list[InputFile] = []
+    problems: list[tuple[Path, str]] = []
+    visited: set[tuple[int, int]] = set()
+
+    def on_error(err: OSError) -> None:
+        problems.append((Path(err.filename or root), f"cannot list folder: {err.strerror or err}"))
+
+    for folder, dirs, files in os.walk(root, followlinks=True, onerror=on_error):
+        try:
+            st = os.stat(folder)
+        except OSError as e:
+            on_error(e)
+            dirs[:] = []
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in visited or _under(os.path.realpath(folder), excluded):
+            dirs[:] = []  # a symlink loop, a folder reached twice, or our own output folder
+            continue
+        visited.add(key)
+        dirs[:] = sorted(d for d in dirs if recursive and not d.startswith(".") and d.lower() not in SYSTEM_DIRS)
+        base = Path(folder)
+        for name in files:
+            if _is_photo_name(name) and os.path.isfile(base / name):
+                path = base / name
+                found.append(InputFile(path, path.relative_to(root), root))
+    found.sort(key=lambda item: item.rel.parts)
+    return found, problems
+
+
+def _output_name(name: str, suffix: str = "") -> str:
+    stem, ext = os.path.splitext(name)
+    return stem + suffix + _REWRITE_SUFFIX.get(ext.lower(), ext)
+
+
+def _key(path: Path) -> str:
+    """Comparison key for output paths: absolute and case-folded, since macOS and Windows file systems
+    treat A.jpg and a.jpg as the same file (a false alarm on Linux is better than a silent overwrite)."""
+    return os.path.normpath(os.path.abspath(path)).casefold()
+
+
+def plan_jobs(
+    inputs: Sequence[InputFile],
+    output: Path | None,
+    *,
+    in_place: bool = False,
+    suffix: str = "_deblurred",
+) -> list[Job]:
+    """Map inputs to outputs following the naming rules, and validate the whole plan before any write.
+
+    Raises :class:`PlanError` for an ``-o`` that names a file while several photos (or a folder) are
+    given, for a derived output folder that cannot be named (``/``), and for an output that would replace
+    an input without ``in_place``; :class:`OutputCollisionError` when two inputs map to the same output.
+    A file named ``x_deblurred.jpg`` next to ``x.jpg`` in the same run is taken to be an earlier run's
+    output, and is not planned again (without ``-o``).
+    """
+    if in_place and output is not None:
+        raise PlanError("--in-place writes over the inputs, so it cannot be combined with -o")
+    output = Path(output) if output is not None else None
+    as_file = (
+        output is not None
+        and output.suffix.lower() in WRITABLE_SUFFIXES
+        and not output.is_dir()
+    )
+    if as_file and (len(inputs) != 1 or inputs[0].root is not None):
+        what = f"{len(inputs)} photos were found" if len(inputs) != 1 else "the input is a folder"
+        raise PlanError(f"-o '{output}' names a file but {what}; give a folder instead")
+
+    names = {_key(i.path) for i in inputs}
+    jobs: list[Job] = []
+    for item in inputs:
+        if in_place:
+            dst = item.path
+        elif as_file:
+            assert output is not None
+            dst = output
+        elif output is not None:
+            dst = output / item.rel.with_name(_output_name(item.rel.name))
+        elif item.root is None:
+            stem = item.path.stem
+            if stem.endswith(suffix) and _key(item.path.with_name(stem[: -len(suffix)] + item.path.suffix)) in names:
+                continue  # an earlier run's output sitting beside its original
+            dst = item.path.with_name(_output_name(item.path.name, suffix))
+        else:
+            root = item.root if item.root.name else item.root.resolve()
+            if not root.name:
+                raise PlanError(f"cannot name an output folder beside '{item.root}'; pass -o DIR")
+            dst = root.parent / (root.name + suffix) / item.rel.with_name(_output_name(item.rel.name))
+        jobs.append(Job(item.path, dst, item.rel))
+
+    _check(jobs, in_place=in_place)
+    return jobs
+
+
+def _check(jobs: Sequence[Job], *, in_place: bool) -> None:
+    sources = {_key(j.src): j.src for j in jobs}
+    claimed: dict[str, Path] = {}
+    for job in jobs:
+        dst_key = _key(job.dst)
+        if not in_place:
+            same_file = os.path.exists(job.dst) and os.path.samefile(job.src, job.dst)  # e.g. via a symlink
+            if dst_key == _key(job.src) or same_file:
+                raise PlanError(f"output '{job.dst}' would overwrite its input; pass --in-place to allow that")
+            if dst_key in sources:
+                raise PlanError(f"output for '{job.src}' would overwrite the input '{sources[dst_key]}'")
+        other = claimed.get(dst_key)
+        if other is not None:
+            raise OutputCollisionError(
+                f"'{other}' and '{job.src}' would both be written to '{job.dst}'; "
+                "rename one or write them to different folders"
+            )
+        claimed[dst_key] = job.src

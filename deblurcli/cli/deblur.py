@@ -1,0 +1,512 @@
+"""``deblur PATH...``: the default command -- photos and folders in, sharp photos out.
+
+The command only parses options and drives the library: :mod:`deblurcli.batch` finds inputs and names
+outputs, :mod:`deblurcli.photo` reads and (atomically) writes photos with their metadata, and
+:mod:`deblurcli.engine` runs the model, loaded once per run. What this module owns is the run's behaviour:
+
+* stdout carries only results (each written output's path, or one JSON object per file with ``--json``);
+  progress bars, warnings, errors and the summary go to stderr, progress only when stderr is a terminal;
+* a bad file is one line ``error: <full path>: <reason>`` and the batch goes on (exit 1 at the end);
+  a full disk stops the batch, since every further write would fail too;
+* outputs that exist are skipped unless ``--overwrite``, so re-running an interrupted command finishes
+  the rest; Ctrl-C stops at once, lists the finished files and exits 130, and leaves no partial file
+  (photo.py writes to a temporary file and renames it only when complete);
+* two runs on the same folder at once cooperate instead of clashing: each re-checks that an output is
+  still missing before starting it, and an output that appears while it is working (written by the
+  other run) counts as skipped, never as an error or a clobbered file.
+
+Exit codes: 0 all done (or skipped), 1 some files failed, 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    import numpy as np
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+    from torch import nn
+
+    from deblurcli.batch import Job
+    from deblurcli.photo import Photo
+
+#: Most finished files listed one by one after Ctrl-C (the rest are counted).
+MAX_LISTED = 50
+#: Images with at least this many tiles get their own progress bar.
+TILE_BAR_MIN = 4
+EXIT_INTERRUPTED = 130
+
+
+def parse_tile(_ctx: click.Context, _param: click.Parameter, value: str) -> int | None:
+    """``--tile auto`` (None: sized from free memory), ``0`` (whole image) or a size in pixels."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        tile = int(value)
+    except ValueError:
+        raise click.BadParameter("expected 'auto', 0 (whole image) or a tile size in pixels") from None
+    if tile < 0:
+        raise click.BadParameter("a tile size cannot be negative")
+    return tile
+
+
+@dataclass
+class Outcome:
+    """What happened to one input; becomes a ``--json`` line and feeds the summary."""
+
+    input: Path
+    output: Path | None
+    status: str  #: "done", "skipped", "failed" (or "planned" in a dry run)
+    reason: str | None = None
+    megapixels: float = 0.0
+    seconds: float = 0.0
+    compare: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_json(self) -> str:
+        return json.dumps(
+            {
+                "input": str(self.input),
+                "output": None if self.output is None else str(self.output),
+                "status": self.status,
+                "reason": self.reason,
+                "megapixels": round(self.megapixels, 3),
+                "seconds": round(self.seconds, 3),
+                "compare": None if self.compare is None else str(self.compare),
+                "warnings": self.warnings,
+            },
+            ensure_ascii=False,
+        )
+
+
+def _full(path: Path | str) -> str:
+    """Absolute path for error lines, so a log line names its file unambiguously (labels pass through)."""
+    text = str(path)
+    return text if text.startswith("-") else os.path.abspath(text)
+
+
+class Reporter:
+    """Everything the user sees: results on stdout; progress, warnings, errors and summary on stderr.
+
+    On a terminal, stderr lines go through rich's console so they print above the live progress bars;
+    otherwise they are plain lines, never shortened to a table width, so logs keep full paths.
+    """
+
+    def __init__(self, *, quiet: bool, verbose: bool, as_json: bool) -> None:
+        from rich.console import Console
+
+        self.quiet, self.verbose, self.as_json = quiet, verbose, as_json
+        self.tty = sys.stderr.isatty()
+        self.console: Console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.progress: Progress | None = None
+        self.files_task: TaskID | None = None
+        self.tiles_task: TaskID | None = None
+
+    def _err(self, line: str) -> None:
+        if self.tty:
+            self.console.print(line, markup=False)
+        else:
+            click.echo(line, err=True)
+
+    def error(self, path: Path | str, message: str) -> None:
+        self._err(f"error: {_full(path)}: {message}")
+
+    def warning(self, path: Path | str | None, message: str) -> None:
+        if not self.quiet:
+            self._err(f"warning: {message}" if path is None else f"warning: {_full(path)}: {message}")
+
+    def info(self, message: str) -> None:
+        if self.verbose and not self.quiet:
+            self._err(message)
+
+    def interrupted(self, message: str) -> None:
+        self._err(message)
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self._err(message)
+
+    def result(self, outcome: Outcome) -> None:
+        if self.as_json:
+            click.echo(outcome.as_json())
+        elif not self.quiet and outcome.status == "done":
+            click.echo(str(outcome.output))
+
+    # --- progress (stderr, terminal only) ---------------------------------------------------------
+    def start(self, files: int) -> None:
+        if not self.tty or self.quiet:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=self.console, transient=True,
+        )
+        self.progress.start()
+        self.files_task = self.progress.add_task("photos", total=files)
+        self.tiles_task = self.progress.add_task("tiles", total=1, visible=False)
+
+    def file_started(self, name: str) -> None:
+        if self.progress is not None and self.files_task is not None:
+            self.progress.update(self.files_task, description=f"photos ({name})")
+
+    def file_finished(self) -> None:
+        if self.progress is not None and self.files_task is not None and self.tiles_task is not None:
+            self.progress.advance(self.files_task)
+            self.progress.update(self.tiles_task, visible=False)
+
+    def tiles(self, done: int, total: int) -> None:
+        if self.progress is not None and self.tiles_task is not None and total >= TILE_BAR_MIN:
+            self.progress.update(self.tiles_task, completed=done, total=total, visible=True)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class _LogToReporter(logging.Handler):
+    """Library warnings (OOM back-off, fp32 retry) as ``warning:`` lines through the reporter."""
+
+    def __init__(self, reporter: Reporter, current: list[str]) -> None:
+        super().__init__(logging.INFO if reporter.verbose else logging.WARNING)
+        self.reporter, self.current = reporter, current
+
+    def emit(self, record: logging.LogRecord) -> None:
+        where = self.current[0] if self.current else None
+        if record.levelno >= logging.WARNING:
+            self.reporter.warning(where, record.getMessage())
+        else:
+            self.reporter.info(record.getMessage())
+
+
+@dataclass
+class Settings:
+    """The run's options after validation, as the per-file loop needs them."""
+
+    device: Any
+    precision: Any
+    tile: int | None
+    batch_size: int | None
+    overlap: int
+    strength: float
+    compare: bool
+    overwrite: bool
+    in_place: bool
+    allow_huge: bool
+    quality: int
+
+
+def compare_path(output: Path) -> Path:
+    """``out/photo.png`` -> ``out/photo_compare.jpg``."""
+    return output.with_name(f"{output.stem}_compare.jpg")
+
+
+def write_compare(path: Path, before: np.ndarray, after: np.ndarray, photo: Photo) -> None:
+    """Input | output side by side at full resolution (JPEG, the photo's RGB ICC profile kept)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from deblurcli.photo import atomic_write_bytes
+
+    side = np.concatenate([before, after], axis=1)
+    image = Image.fromarray((np.clip(side, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+    icc = photo.icc_profile if photo.icc_profile and photo.icc_profile[16:20] == b"RGB " else None
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90, icc_profile=icc)
+    atomic_write_bytes(path, buffer.getvalue(), overwrite=True)
+
+
+def process(job: Job, model: nn.Module, settings: Settings, reporter: Reporter) -> Outcome:
+    """Read, deblur and write one photo; raises DeblurError/OSError for the caller to report."""
+    from deblurcli.engine import apply_strength, deblur_array
+    from deblurcli.photo import read_photo, write_photo
+
+    start = time.perf_counter()
+    photo = read_photo(job.src, allow_huge=settings.allow_huge)
+    warnings = list(photo.warnings)
+    out = deblur_array(
+        model, photo.rgb, device=settings.device, precision=settings.precision, tile=settings.tile,
+        overlap=settings.overlap, batch_size=settings.batch_size, progress=reporter.tiles,
+    )
+    out = apply_strength(photo.rgb, out, settings.strength)
+    warnings += write_photo(
+        job.dst, out, photo, quality=settings.quality, overwrite=settings.overwrite or settings.in_place
+    )
+    compare = None
+    if settings.compare:
+        compare = compare_path(job.dst)
+        write_compare(compare, photo.rgb, out, photo)
+    height, width = photo.rgb.shape[:2]
+    return Outcome(job.src, job.dst, "done", None, width * height / 1e6, time.perf_counter() - start, compare, warnings)
+
+
+def run_jobs(jobs: list[Job], model: nn.Module, settings: Settings, reporter: Reporter, current: list[str]) -> tuple[list[Outcome], bool]:
+    """Process every job in order; returns the outcomes and whether Ctrl-C cut the run short."""
+    from deblurcli.photo import DiskFullError
+
+    outcomes: list[Outcome] = []
+    reporter.start(len(jobs))
+    try:
+        for index, job in enumerate(jobs):
+            current[:] = [str(job.src)]
+            reporter.file_started(job.src.name)
+            if not (settings.overwrite or settings.in_place) and job.dst.exists():
+                # Re-checked per file: a concurrent run may have finished it since the plan was made.
+                outcome = Outcome(job.src, job.dst, "skipped", "output exists (written by another run)")
+            else:
+                try:
+                    outcome = process(job, model, settings, reporter)
+                except DiskFullError as exc:
+                    reporter.error(job.src, str(exc))
+                    left = _count(len(jobs) - index - 1, "photo")
+                    reporter.error(job.dst.parent, f"disk full: stopped, {left} not processed")
+                    outcomes.append(Outcome(job.src, job.dst, "failed", str(exc)))
+                    reporter.result(outcomes[-1])
+                    break
+                except Exception as exc:  # noqa: BLE001 - whatever goes wrong with one file is one line
+                    outcome = _failure(job, exc, settings, reporter)
+            for warning in outcome.warnings:
+                reporter.warning(job.src, warning)
+            outcomes.append(outcome)
+            reporter.result(outcome)
+            reporter.file_finished()
+    except KeyboardInterrupt:
+        return outcomes, True
+    finally:
+        reporter.stop()
+        current.clear()
+    return outcomes, False
+
+
+def _failure(job: Job, exc: BaseException, settings: Settings, reporter: Reporter) -> Outcome:
+    """Turn an exception for one file into a reported failure (or a skip, if another run won the race)."""
+    from deblurcli.errors import DeblurError
+
+    if not (settings.overwrite or settings.in_place) and job.dst.exists() and "already exists" in str(exc):
+        return Outcome(job.src, job.dst, "skipped", "output exists (written by another run)")
+    if isinstance(exc, DeblurError):
+        message = str(exc)
+    elif isinstance(exc, MemoryError):
+        message = "not enough memory for this photo (try a smaller --tile)"
+    elif isinstance(exc, OSError):
+        message = exc.strerror or str(exc)
+    else:  # a bug or an unexpected library error: still one line, the traceback only with -v
+        message = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        if reporter.verbose:
+            reporter.info("".join(traceback.format_exception(exc)).rstrip())
+    reporter.error(job.src, message)
+    return Outcome(job.src, job.dst, "failed", message)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _summary(outcomes: list[Outcome], problems: int, seconds: float) -> str:
+    done = [o for o in outcomes if o.status == "done"]
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    failed = sum(o.status == "failed" for o in outcomes) + problems
+    megapixels = sum(o.megapixels for o in done)
+    rate = f", {megapixels / seconds:.2f} MP/s" if done and seconds > 0 else ""
+    return f"done {len(done)}, skipped {skipped}, failed {failed} in {seconds:.1f} s{rate}"
+
+
+def _load(model_name: str | None, weights: Path | None, device_spec: str, precision_spec: str, threads: int | None, reporter: Reporter) -> tuple[nn.Module, Any, Any]:
+    """Device, precision and the model, once for the whole run."""
+    from deblurcli.api import load_model
+    from deblurcli.devices import resolve_device, resolve_precision, set_threads
+
+    if threads is not None:
+        set_threads(threads)
+    device = resolve_device(device_spec)
+    precision = resolve_precision(precision_spec, device)
+    started = time.perf_counter()
+    model = load_model(model_name, weights, str(device))
+    what = str(weights) if weights is not None else model_name or "default model"
+    reporter.info(
+        f"model {what} ({type(model).__name__}) loaded in {time.perf_counter() - started:.1f} s; device {device}"
+        f"{' (auto)' if device_spec == 'auto' else ''}, precision {str(precision).replace('torch.', '')}"
+    )
+    return model, device, precision
+
+
+@click.command("deblur", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (one photo) or folder (keeps input names; default: NAME_deblurred beside each input).")
+@click.option("-r", "--recursive", is_flag=True, help="Go into sub-folders; the tree is mirrored under the output folder.")
+@click.option("--model", "model_name", metavar="NAME", help="Catalogue model (see 'deblur models'; default: the bundled default).")
+@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Weights file to use instead of a catalogue model.")
+@click.option("--tile", default="auto", show_default=True, callback=parse_tile, help="Tile size in pixels, 0 for the whole image, auto to size from free memory.")
+@click.option("--overlap", type=click.IntRange(min=0), default=32, show_default=True, help="Cross-fade width between tiles, in pixels.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps (an absent device is an error).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="Compute precision (auto: fp32 on CPU, bf16/fp16 on GPU).")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: PyTorch's choice).")
+@click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True, help="Blend with the input: 1 is the full result, 0 the input.")
+@click.option("--compare", is_flag=True, help="Also write NAME_compare.jpg: input and output side by side.")
+@click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them).")
+@click.option("--in-place", is_flag=True, help="Replace the input files themselves.")
+@click.option("--dry-run", is_flag=True, help="List what would be written, write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, summary or warnings; errors only.")
+@click.option("-v", "--verbose", is_flag=True, help="Say which device, precision and model were picked, and more.")
+@click.option("--allow-huge", is_flag=True, help="Read images above the decompression-bomb limit (if memory allows).")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality of the outputs.")
+@click.pass_context
+def command(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    output: Path | None,
+    recursive: bool,
+    model_name: str | None,
+    weights: Path | None,
+    tile: int | None,
+    overlap: int,
+    device: str,
+    precision: str,
+    threads: int | None,
+    strength: float,
+    compare: bool,
+    overwrite: bool,
+    in_place: bool,
+    dry_run: bool,
+    as_json: bool,
+    quiet: bool,
+    verbose: bool,
+    allow_huge: bool,
+    quality: int,
+) -> None:
+    """Remove motion blur from photos and folders of photos.
+
+    \b
+      deblur photo.jpg -o sharp.jpg        one photo (EXIF, ICC and bit depth kept)
+      deblur photo.jpg                     writes photo_deblurred.jpg beside it
+      deblur dir/ --recursive -o out/      mirrors the tree under out/
+      deblur a.jpg b.png c.tif -o out/     several files into a folder
+
+    Existing outputs are skipped unless --overwrite, so re-running an interrupted command finishes the
+    rest. Exit codes: 0 all done, 1 some files failed, 2 usage error, 130 interrupted.
+    """
+    from deblurcli.batch import PlanError, find_inputs, plan_jobs
+    from deblurcli.errors import DeblurError, DeviceError
+    from deblurcli.photo import WRITABLE_SUFFIXES
+
+    if not paths:
+        raise click.UsageError("give at least one photo or folder")
+    if in_place and output is not None:
+        raise click.UsageError("--in-place writes over the inputs, so it cannot be combined with -o")
+    if quiet and verbose:
+        raise click.UsageError("-q/--quiet and -v/--verbose contradict each other")
+
+    started = time.perf_counter()
+    reporter = Reporter(quiet=quiet, verbose=verbose, as_json=as_json)
+    output_is_file = output is not None and output.suffix.lower() in WRITABLE_SUFFIXES and not output.is_dir()
+    exclude = [output] if output is not None and not output_is_file else []
+    inputs, problems = find_inputs(paths, recursive=recursive, exclude=exclude)
+    for path, reason in problems:
+        reporter.error(path, reason)
+        reporter.result(Outcome(path, None, "failed", reason))
+    try:
+        jobs = plan_jobs(inputs, output, in_place=in_place)
+    except PlanError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not jobs:
+        reporter.note(f"no photos found in {', '.join(map(str, paths))}")
+        ctx.exit(1 if problems else 0)
+
+    if dry_run:
+        for job in jobs:
+            exists = job.dst.exists() and not (overwrite or in_place)
+            outcome = Outcome(job.src, job.dst, "skipped" if exists else "planned", "output exists" if exists else None)
+            outcome.compare = compare_path(job.dst) if compare and not exists else None
+            if as_json:
+                reporter.result(outcome)
+            elif not quiet:
+                click.echo(f"{'skip (exists)' if exists else 'write'}: {job.src} -> {job.dst}")
+        ctx.exit(1 if problems else 0)
+
+    todo: list[Job] = []
+    skipped: list[Outcome] = []
+    for job in jobs:
+        if overwrite or in_place or not job.dst.exists():
+            todo.append(job)
+        else:
+            skipped.append(Outcome(job.src, job.dst, "skipped", "output exists"))
+    for outcome in skipped:
+        reporter.result(outcome)
+    if skipped:
+        reporter.info(f"{len(skipped)} outputs exist and are skipped (--overwrite replaces them)")
+
+    outcomes: list[Outcome] = list(skipped)
+    interrupted = False
+    if todo:
+        try:
+            model, dev, dtype = _load(model_name, weights, device, precision, threads, reporter)
+        except DeviceError as exc:
+            reporter.error("--device" if "device" in str(exc) else "--precision", str(exc))
+            ctx.exit(2)
+        except DeblurError as exc:
+            reporter.error(weights if weights is not None else f"--model {model_name or 'default'}", str(exc))
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            reporter.interrupted("interrupted before any photo was processed")
+            ctx.exit(EXIT_INTERRUPTED)
+        from deblurcli.engine import auto_plan, check_tile
+
+        try:
+            check_tile(model, tile, overlap)
+        except DeblurError as exc:
+            raise click.UsageError(str(exc)) from None
+        batch_size = None
+        if tile is None:  # planned once per run: the probe behind it costs a forward pass
+            tile, batch_size = auto_plan(model, dev, overlap)
+            reporter.info(f"tiles of {tile} px (auto), {batch_size} per batch")
+        settings = Settings(dev, dtype, tile, batch_size, overlap, strength, compare, overwrite, in_place, allow_huge, quality)
+        current: list[str] = []
+        handler = _LogToReporter(reporter, current)
+        library_log = logging.getLogger("deblurcli")
+        level = library_log.level
+        library_log.addHandler(handler)
+        library_log.setLevel(handler.level)
+        try:
+            done, interrupted = run_jobs(todo, model, settings, reporter, current)
+        finally:
+            library_log.removeHandler(handler)
+            library_log.setLevel(level)
+        outcomes += done
+
+    if interrupted:
+        finished = [o for o in outcomes if o.status == "done"]
+        left = len(todo) - len(done)
+        # Said even with -q: the user needs to know what is complete.
+        reporter.interrupted(
+            f"interrupted: {_count(len(finished), 'photo')} finished (their outputs are complete), {left} not "
+            "finished (no partial files); run the same command again to do the rest"
+        )
+        for outcome in finished[:MAX_LISTED]:
+            reporter.interrupted(f"finished: {outcome.input} -> {outcome.output}")
+        if len(finished) > MAX_LISTED:
+            reporter.interrupted(f"... and {len(finished) - MAX_LISTED} more")
+        ctx.exit(EXIT_INTERRUPTED)
+    reporter.note(_summary(outcomes, len(problems), time.perf_counter() - started))
+    failed = bool(problems) or any(o.status == "failed" for o in outcomes)
+    ctx.exit(1 if failed else 0)

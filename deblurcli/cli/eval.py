@@ -1,0 +1,466 @@
+"""``deblur eval``: the seed's metric table (PSNR, SSIM, MS-SSIM, FSIM, VIF) plus LPIPS on any pairs.
+
+Each blurry image is deblurred by a model (loaded once, run through the same tiled engine as ``deblur``)
+or read from ``--outputs DIR`` (``DIR/<pair key>.<ext>``, e.g. another method's results), then the blurry
+input and the output are both scored against the sharp target, so the table shows what the model
+*gained*, not only where it ended. Metric conventions are the literature's and are documented in
+:mod:`deblurcli.metrics`. Pairs are found by :mod:`deblurcli.pairs`, exactly as ``deblur train`` finds them.
+
+A pair that cannot be scored (unreadable, sizes differ, output missing) is reported as an error and the
+others are still scored; the exit code is then 1. Metrics that do not apply (an image too small for
+MS-SSIM, LPIPS without its backbone) are "n/a" with a note and do not change the exit code.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    import numpy as np
+    from rich.table import Table
+
+    from deblurcli.pairs import Pair
+
+SCOPES = ("input", "output", "gain")
+
+
+@dataclass
+class ImageResult:
+    """The figures for one pair: the blurry input and the output, each scored against the sharp image."""
+
+    pair: Pair
+    width: int
+    height: int
+    input: dict[str, float | None]
+    output: dict[str, float | None]
+    gain: dict[str, float | None]
+
+
+@dataclass
+class Report:
+    """Everything ``deblur eval`` found: per-image results, means, and the lines explaining gaps."""
+
+    root: str
+    source: dict[str, str]
+    settings: dict[str, Any]
+    images: list[ImageResult]
+    mean: dict[str, dict[str, float | None]]
+    notes: list[str]
+    problems: list[str]
+    errors: list[str]
+
+
+def parse_tile(_ctx: click.Context, _param: click.Parameter, value: str) -> int | None:
+    """``--tile auto`` (None: sized from free memory), ``0`` (whole image) or a size in pixels."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        tile = int(value)
+    except ValueError:
+        raise click.BadParameter("expected 'auto', 0 (whole image) or a tile size in pixels") from None
+    if tile < 0:
+        raise click.BadParameter("a tile size cannot be negative")
+    return tile
+
+
+@click.command("eval")
+@click.option("--pairs", "pairs_dir", type=click.Path(path_type=Path, file_okay=False), help="Folder of blurry/sharp pairs (blur/ + sharp/, GoPro, or side-by-side).")
+@click.option("--model", "model_name", metavar="NAME", help="Catalogue model to evaluate (default: the default model; see 'deblur models').")
+@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Weights file to evaluate instead of a catalogue model.")
+@click.option("--outputs", "outputs_dir", type=click.Path(path_type=Path, file_okay=False, exists=True), help="Score already-deblurred images DIR/<key>.<ext> instead of running a model.")
+@click.option("--side-by-side", is_flag=True, help="Each image holds sharp (left) | blurry (right) halves, as in the seed's data.")
+@click.option("--csv-pairs", type=click.Path(path_type=Path, dir_okay=False), help="CSV with blur,sharp columns (paths relative to the CSV) instead of a folder layout.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="Write every per-image figure and the means as JSON.")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False), help="Write every per-image figure and the means as CSV.")
+@click.option("--save-outputs", type=click.Path(path_type=Path, file_okay=False), help="Keep the deblurred images (8-bit PNG, as scored) as DIR/<key>.png.")
+@click.option("--compare", "compare_dir", type=click.Path(path_type=Path, file_okay=False), help="Write blurry | output | sharp strips with their PSNR as DIR/<key>.png.")
+@click.option("--crop-border", type=click.IntRange(min=0), default=0, show_default=True, help="Ignore this many pixels on every side.")
+@click.option("--y-channel", is_flag=True, help="Score BT.601 luma (MATLAB rgb2ycbcr) instead of RGB; LPIPS stays RGB.")
+@click.option("--lpips-net", type=click.Choice(["alex", "vgg", "squeeze", "none"]), default="alex", show_default=True, help="LPIPS backbone (its ImageNet weights come from torchvision's cache).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps (also used for the metrics).")
+@click.option("--precision", default="auto", show_default=True, help="auto, fp32, bf16 or fp16 for the model.")
+@click.option("--tile", default="auto", show_default=True, callback=parse_tile, help="Tile size in pixels, 0 for the whole image, auto to size from free memory.")
+@click.option("--limit", type=click.IntRange(min=1), help="Score only the first N pairs (sorted by name).")
+def command(
+    pairs_dir: Path | None,
+    model_name: str | None,
+    weights: Path | None,
+    outputs_dir: Path | None,
+    side_by_side: bool,
+    csv_pairs: Path | None,
+    json_path: Path | None,
+    csv_path: Path | None,
+    save_outputs: Path | None,
+    compare_dir: Path | None,
+    crop_border: int,
+    y_channel: bool,
+    lpips_net: str,
+    device: str,
+    precision: str,
+    tile: int | None,
+    limit: int | None,
+) -> None:
+    """Score a model (or existing outputs) on blurry/sharp pairs: PSNR, SSIM, MS-SSIM, FSIM, VIF, LPIPS.
+
+    \b
+      deblur eval --pairs testset/                      the default model
+      deblur eval --pairs GoPro/test --model NAME --json gopro.json
+      deblur eval --pairs testset/ --outputs results/   someone else's outputs
+    """
+    from deblurcli.errors import DeblurError
+
+    if pairs_dir is None and csv_pairs is None:
+        raise click.UsageError("give --pairs DIR (or --csv-pairs FILE)")
+    if outputs_dir is not None and (model_name or weights):
+        raise click.UsageError("--outputs scores existing images; it cannot be combined with --model or --weights")
+    if csv_pairs is not None and side_by_side:
+        raise click.UsageError("--side-by-side describes a folder of images; a CSV lists separate files")
+    try:
+        report = evaluate(
+            pairs_dir if pairs_dir is not None else Path("."),
+            model_name=model_name,
+            weights=weights,
+            outputs_dir=outputs_dir,
+            side_by_side=side_by_side,
+            csv_pairs=csv_pairs,
+            save_outputs=save_outputs,
+            compare_dir=compare_dir,
+            crop_border=crop_border,
+            y_channel=y_channel,
+            lpips_net=lpips_net,
+            device=device,
+            precision=precision,
+            tile=tile,
+            limit=limit,
+        )
+        show(report)
+        if json_path is not None:
+            write_json(report, json_path)
+        if csv_path is not None:
+            write_csv(report, csv_path)
+    except DeblurError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    if report.errors:
+        raise SystemExit(1)
+
+
+def evaluate(
+    root: Path,
+    *,
+    model_name: str | None = None,
+    weights: Path | None = None,
+    outputs_dir: Path | None = None,
+    side_by_side: bool = False,
+    csv_pairs: Path | None = None,
+    save_outputs: Path | None = None,
+    compare_dir: Path | None = None,
+    crop_border: int = 0,
+    y_channel: bool = False,
+    lpips_net: str = "alex",
+    device: str = "auto",
+    precision: str = "auto",
+    tile: int | None = None,
+    limit: int | None = None,
+) -> Report:
+    """Score every pair; per-pair failures are collected in ``Report.errors`` (and printed) rather than raised."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from deblurcli import metrics
+    from deblurcli.devices import resolve_device, resolve_precision
+    from deblurcli.errors import DeblurError, PairsError
+    from deblurcli.pairs import find_pairs, index_images, load_pair
+
+    scan = find_pairs(root, side_by_side=side_by_side, csv=csv_pairs)
+    pairs = scan.pairs[:limit] if limit else scan.pairs
+    problems = list(scan.problems)
+
+    dev = resolve_device(device)
+    run_model: Callable[[np.ndarray], np.ndarray] | None = None
+    outputs: dict[str, Path] = {}
+    if outputs_dir is not None:
+        outputs = index_images(outputs_dir, problems)
+        source = {"outputs": str(outputs_dir)}
+    else:
+        from deblurcli.engine import deblur_array
+        from deblurcli.weights import default_model_name, load_generator
+
+        dtype = resolve_precision(precision, dev)
+        model = load_generator(model_name, weights)  # once, for every pair
+        source = {"model": model_name or default_model_name()} if model_name or weights is None else {}
+        if weights is not None:
+            source["weights"] = str(weights)
+
+        def deblur(rgb: np.ndarray) -> np.ndarray:
+            return deblur_array(model, rgb, device=dev, precision=dtype, tile=tile)
+
+        run_model = deblur
+
+    for line in problems[:10]:
+        click.echo(f"warning: {line}", err=True)
+    if len(problems) > 10:
+        click.echo(f"warning: ... and {len(problems) - 10} more unpaired or ambiguous files", err=True)
+
+    lpips_model, lpips_note = metrics.make_lpips(lpips_net)
+    if lpips_model is not None:
+        lpips_model = lpips_model.to(dev)
+    notes = [lpips_note] if lpips_note else []
+    gaps: dict[str, tuple[int, str]] = {}
+    results: list[ImageResult] = []
+    errors: list[str] = []
+    score = functools.partial(
+        metrics.image_metrics, crop_border=crop_border, y_channel=y_channel, lpips_model=lpips_model, device=dev
+    )
+
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("scoring", total=len(pairs))
+        for pair in pairs:
+            progress.update(task, description=pair.key)
+            try:
+                blur, sharp = load_pair(pair)
+                if run_model is not None:
+                    out = run_model(blur)
+                else:
+                    out = _read_output(outputs, outputs_dir, pair, sharp.shape)  # type: ignore[arg-type]
+                out = metrics.quantize8(out)
+                try:
+                    scored_in, scored_out = score(blur, sharp), score(out, sharp)
+                except DeblurError as exc:
+                    raise PairsError(f"{pair.blur}: {exc}") from None
+                h, w = (n - 2 * crop_border for n in sharp.shape[:2])
+                for key, reason in metrics.unavailable(h, w, lpips_net if lpips_model is not None else None).items():
+                    count, first = gaps.get(key, (0, reason))
+                    gaps[key] = (count + 1, first)
+                if save_outputs is not None:
+                    _write_png(save_outputs / f"{pair.key}.png", out)
+                if compare_dir is not None:
+                    strip = compare_strip(blur, out, sharp, scored_in["psnr"], scored_out["psnr"])
+                    _write_png(compare_dir / f"{pair.key}.png", strip)
+                results.append(
+                    ImageResult(pair, w, h, scored_in, scored_out, metrics.gain(scored_out, scored_in))
+                )
+            except DeblurError as exc:
+                errors.append(str(exc))
+                click.echo(f"error: {exc}", err=True)
+            progress.advance(task)
+
+    notes += [
+        f"{metrics.LABELS[key]} n/a for {count} of {len(results)} image(s): {first}"
+        for key, (count, first) in sorted(gaps.items(), key=lambda item: metrics.METRICS.index(item[0]))
+    ]
+    mean_in = metrics.mean_metrics(r.input for r in results)
+    mean_out = metrics.mean_metrics(r.output for r in results)
+    settings = {
+        "channel": "y" if y_channel else "rgb",
+        "crop_border": crop_border,
+        "quantized": "8-bit",
+        "ssim": "11x11 Gaussian window, sigma 1.5, no downsampling",
+        "lpips_net": lpips_net if lpips_model is not None else None,
+        "psnr_null_means": "identical images (infinite PSNR)",
+    }
+    return Report(
+        root=str(csv_pairs if csv_pairs is not None else root),
+        source=source,
+        settings=settings,
+        images=results,
+        mean={"input": mean_in, "output": mean_out, "gain": metrics.gain(mean_out, mean_in)},
+        notes=notes,
+        problems=problems,
+        errors=errors,
+    )
+
+
+def _read_output(outputs: Mapping[str, Path], outputs_dir: Path, pair: Pair, shape: tuple[int, ...]) -> np.ndarray:
+    """The existing output for ``pair`` (``outputs_dir/<key>.<ext>``), checked against the sharp size."""
+    from deblurcli.errors import PairsError, PhotoError
+    from deblurcli.photo import read_photo
+
+    path = outputs.get(pair.key)
+    if path is None:
+        raise PairsError(f"{outputs_dir / pair.key}.*: no output image for {pair.blur}")
+    try:
+        out = read_photo(path).rgb
+    except PhotoError as exc:
+        raise PhotoError(f"{path}: {exc}") from None
+    if out.shape != shape:
+        raise PairsError(f"{path}: output is {out.shape[1]}x{out.shape[0]} but the sharp image is {shape[1]}x{shape[0]}")
+    return out
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    """An 8-bit PNG of ``rgb``, written atomically (the bytes scored are exactly the bytes kept)."""
+    import numpy as np
+    from PIL import Image
+
+    from deblurcli.photo import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(buffer, format="PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def compare_strip(
+    blur: np.ndarray, out: np.ndarray, sharp: np.ndarray, psnr_in: float | None, psnr_out: float | None
+) -> np.ndarray:
+    """blurry | output | sharp side by side, each labelled, with the PSNR of the blurry input and output."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    h, w = sharp.shape[:2]
+    strip = Image.fromarray(np.round(np.clip(np.concatenate([blur, out, sharp], axis=1), 0, 1) * 255).astype(np.uint8))
+    draw = ImageDraw.Draw(strip)
+    font = ImageFont.load_default(size=max(10, min(h, w) // 20))
+    gain = psnr_out - psnr_in if psnr_in is not None and psnr_out is not None and math.isfinite(psnr_in) else None
+    labels = [
+        f"blurry {_fmt('psnr', psnr_in)} dB",
+        f"output {_fmt('psnr', psnr_out)} dB" + (f" ({gain:+.2f})" if gain is not None and math.isfinite(gain) else ""),
+        "sharp",
+    ]
+    pad = max(2, min(h, w) // 80)
+    for i, label in enumerate(labels):
+        x0, y0, x1, y1 = draw.textbbox((i * w + 2 * pad, 2 * pad), label, font=font)
+        draw.rectangle((x0 - pad, y0 - pad, x1 + pad, y1 + pad), fill=(0, 0, 0))
+        draw.text((i * w + 2 * pad, 2 * pad), label, fill=(255, 255, 255), font=font)
+    return np.asarray(strip, dtype=np.float32) / 255.0
+
+
+def _fmt(key: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.2f}" if key == "psnr" else f"{value:.4f}"
+
+
+def _fmt_gain(key: str, value: float | None, color: bool) -> str:
+    from deblurcli.metrics import HIGHER_IS_BETTER
+
+    if value is None or math.isinf(value):
+        return ""
+    text = f"{value:+.2f}" if key == "psnr" else f"{value:+.4f}"
+    if not color or value == 0:
+        return text
+    good = (value > 0) == HIGHER_IS_BETTER[key]
+    return f"[{'green' if good else 'red'}]{text}[/]"
+
+
+def build_table(report: Report, color: bool = True) -> Table:
+    """Per image an ``input`` and an ``output`` row (with the gain), then the means and the mean gain."""
+    from rich.table import Table
+
+    from deblurcli.metrics import LABELS, METRICS
+
+    source = ", ".join(f"{k} {v}" for k, v in report.source.items())
+    table = Table(
+        title=f"deblur eval: {len(report.images)} pair(s) from {report.root} ({source})",
+        caption=(
+            f"{report.settings['channel'].upper()}, 8-bit, crop {report.settings['crop_border']} px; "
+            "SSIM 11x11 Gaussian s=1.5, no downsampling; LPIPS lower is better"
+        ),
+    )
+    table.add_column("image", overflow="fold")
+    table.add_column("")
+    for key in METRICS:
+        table.add_column(LABELS[key], justify="right")
+    for r in report.images:
+        table.add_row(r.pair.key, "input", *(_fmt(k, r.input[k]) for k in METRICS))
+        table.add_row(
+            "", "output", *(f"{_fmt(k, r.output[k])} {_fmt_gain(k, r.gain[k], color)}".rstrip() for k in METRICS),
+            end_section=True,
+        )
+    for scope in SCOPES:
+        values = report.mean[scope]
+        cells = [(_fmt_gain(k, values[k], color) or "n/a") if scope == "gain" else _fmt(k, values[k]) for k in METRICS]
+        table.add_row("mean" if scope == "input" else "", scope, *cells, style="bold")
+    return table
+
+
+def show(report: Report) -> None:
+    """The table on stdout; notes and the error count on stderr, unwrapped so paths stay copyable."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:  # a log or a pasted report should not wrap at 80 columns
+        console = Console(width=160)
+    console.print(build_table(report, color=console.is_terminal))
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    if report.errors:
+        click.echo(f"{len(report.errors)} pair(s) could not be scored (see the errors above)", err=True)
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no infinity: a non-finite figure (only PSNR of identical images) becomes null."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    """The report as a strict-JSON-serialisable dict: per-image objects and a ``mean`` object."""
+
+    def block(values: Mapping[str, float | None]) -> dict[str, float | None]:
+        return {k: _finite(v) for k, v in values.items()}
+
+    return {
+        "pairs": report.root,
+        "source": report.source,
+        "settings": report.settings,
+        "count": len(report.images),
+        "images": [
+            {
+                "key": r.pair.key,
+                "blur": str(r.pair.blur),
+                "sharp": str(r.pair.sharp) if r.pair.sharp is not None else None,
+                "side_by_side": r.pair.side_by_side,
+                "width": r.width,
+                "height": r.height,
+                **{scope: block(getattr(r, scope)) for scope in SCOPES},
+            }
+            for r in report.images
+        ],
+        "mean": {scope: block(report.mean[scope]) for scope in SCOPES},
+        "notes": report.notes,
+        "problems": report.problems,
+        "errors": report.errors,
+    }
+
+
+def write_json(report: Report, path: Path) -> None:
+    from deblurcli.photo import atomic_write_bytes
+
+    text = json.dumps(to_json(report), indent=2, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+
+
+def write_csv(report: Report, path: Path) -> None:
+    """One row per image and a final ``mean`` row; columns ``input_psnr`` ... ``gain_lpips``.
+
+    Infinite PSNR is written ``inf`` (Python and pandas read it back as a float); n/a is an empty cell.
+    """
+    from deblurcli.metrics import METRICS
+    from deblurcli.photo import atomic_write_bytes
+
+    columns = [f"{scope}_{key}" for scope in SCOPES for key in METRICS]
+
+    def cells(values: Mapping[str, Mapping[str, float | None]]) -> list[str]:
+        return ["" if values[s][k] is None else repr(float(values[s][k])) for s in SCOPES for k in METRICS]  # type: ignore[arg-type]
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["key", "blur", "sharp", "width", "height", *columns])
+    for r in report.images:
+        scopes = {"input": r.input, "output": r.output, "gain": r.gain}
+        writer.writerow([r.pair.key, r.pair.blur, r.pair.sharp or "", r.width, r.height, *cells(scopes)])
+    writer.writerow(["mean", "", "", "", "", *cells(report.mean)])
+    atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))

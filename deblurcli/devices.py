@@ -1,0 +1,143 @@
+"""Device and precision choice: what the user asked for, or an error, never a silent fallback.
+
+A user who types ``--device cuda`` and gets a CPU run that takes fifty times longer has been misled, so an
+absent device is a :class:`~deblurcli.errors.DeviceError` that says what *is* available. ``auto`` is the
+only spec that picks, in the order CUDA, MPS, CPU. Precision follows the same rule: ``auto`` is fp32 on
+CPU (reduced precision there is slower, not faster, on most CPUs) and bf16/fp16 on GPUs; an explicit
+reduced precision is accepted only if a tiny autocast convolution actually runs on that device.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+
+import torch
+
+from deblurcli.errors import DeviceError
+
+#: accepted ``--precision`` spellings -> dtype (``auto`` is resolved per device).
+PRECISIONS: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+}
+
+#: Used when the free host memory cannot be read (non-Linux without sysconf support).
+FALLBACK_HOST_FREE_BYTES = 4 << 30
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def available_devices() -> list[str]:
+    """The device specs that would work here, for error messages and ``-v`` output."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if _mps_available():
+        found.append("mps")
+    return found
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """Turn ``auto|cpu|cuda|cuda:N|mps`` into a :class:`torch.device` that exists on this machine."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    have = ", ".join(available_devices())
+    match = re.fullmatch(r"cuda(?::(\d+))?", spec)
+    if match:
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device '{spec}' requested but CUDA is not available here (available: {have})")
+        index = int(match.group(1)) if match.group(1) is not None else torch.cuda.current_device()
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"device '{spec}' does not exist: this machine has {have}")
+        return torch.device("cuda", index)
+    if spec == "mps":
+        if not _mps_available():
+            raise DeviceError(f"device 'mps' requested but Apple MPS is not available here (available: {have})")
+        return torch.device("mps")
+    raise DeviceError(f"unknown device '{spec}': use auto, cpu, cuda, cuda:N or mps")
+
+
+@functools.cache
+def _autocast_runs(device_type: str, index: int | None, dtype: torch.dtype) -> bool:
+    """Whether a convolution under autocast to ``dtype`` runs on the device and gives finite output."""
+    device = torch.device(device_type, index) if index is not None else torch.device(device_type)
+    try:
+        conv = torch.nn.Conv2d(3, 4, 3, padding=1).to(device)
+        with torch.no_grad(), torch.autocast(device_type=device_type, dtype=dtype):
+            out = conv(torch.rand(1, 3, 8, 8, device=device))
+        return bool(out.dtype == dtype and torch.isfinite(out).all())
+    except (RuntimeError, TypeError, ValueError, AssertionError):
+        return False
+
+
+def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
+    """Turn ``auto|fp32|bf16|fp16`` into the compute dtype for ``device``, or raise DeviceError."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "mps":
+            return torch.float16
+        return torch.float32
+    if spec not in PRECISIONS:
+        raise DeviceError(f"unknown precision '{spec}': use auto, fp32, bf16 or fp16")
+    dtype = PRECISIONS[spec]
+    if dtype == torch.float32:
+        return dtype
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise DeviceError(f"{spec} is not supported on {device} ({torch.cuda.get_device_name(device)}): use fp16 or fp32")
+    if not _autocast_runs(device.type, device.index, dtype):
+        raise DeviceError(f"{spec} is not supported on {device} with this PyTorch build: use fp32")
+    return dtype
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` CPU threads for intra-op parallelism (``--threads``); ``n`` must be at least 1."""
+    if n < 1:
+        raise DeviceError(f"--threads must be at least 1, got {n}")
+    torch.set_num_threads(n)
+
+
+def _host_free_bytes() -> int:
+    """Memory the OS can give us now: MemAvailable on Linux (counts reclaimable cache), else sysconf."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return FALLBACK_HOST_FREE_BYTES
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Bytes free for new tensors on ``device`` (what the tile-size choice budgets against)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        # Memory held by PyTorch's caching allocator but unused is free for us too.
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type == "mps":
+        # Unified memory: the Metal limit minus what the driver already holds, bounded by host free memory.
+        limit = torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
+        return int(max(0, min(limit, _host_free_bytes())))
+    return _host_free_bytes()

@@ -1,0 +1,358 @@
+"""Tiled inference: any photo size through a fixed-size network, with no visible seams.
+
+The whole photo stays in host memory as ``H x W x 3`` float32; only batches of tiles visit the device.
+The plan, in the photo's coordinates:
+
+* The photo is treated as if reflect-padded at the bottom/right to the model's ``size_multiple`` (the same
+  padding a whole-image run gets), but the padding is never materialised: tile pixels are gathered with
+  reflected index arithmetic, so a 24-megapixel photo is not copied just to pad it by a few pixels.
+* Tiles are ``tile`` pixels square (clipped to the photo), start on multiples of ``size_multiple`` (so a
+  U-Net's down-sampling grid lines up with the whole-image run) and overlap by at least
+  ``2 * tile_margin + overlap``.
+* Each tile's outer ``tile_margin`` pixels on an *inner* edge get zero weight (the receptive field reaches
+  outside the tile there), the next ``overlap`` pixels rise with a raised-cosine window, and edges on the
+  photo border keep full weight (the whole-image run sees the same border). The merge is a weighted sum
+  with a weight-sum accumulator (``index_add_``), so any overlap pattern, including the last tile that is
+  shifted back to end on the border, normalises exactly. A network whose receptive field fits in the
+  margin therefore reproduces the whole-image output, and anything else is cross-faded smoothly.
+
+Failures are handled where they happen: a device out-of-memory error halves the batch, then the tile,
+down to a floor, then raises :class:`~deblurcli.errors.DeblurError`; NaN/inf from fp16/bf16 reruns in fp32.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from deblurcli.devices import free_memory_bytes
+from deblurcli.errors import DeblurError
+
+log = logging.getLogger(__name__)
+
+#: Largest auto tile per device type. On CPU, measured NAFNet throughput per useful pixel peaks near
+#: 512 px (bigger tiles fall out of cache faster than they save overlap); GPUs like big batched tiles.
+MAX_AUTO_TILE = {"cpu": 512, "mps": 1024, "cuda": 2048}
+#: Fraction of free memory an auto plan may spend on activations; the rest is for the photo itself,
+#: the allocator's fragmentation and other processes. Host RAM is shared with the photo buffers.
+MEMORY_FRACTION = {"cpu": 0.25, "mps": 0.3, "cuda": 0.6}
+#: Never plan more than this for activations on the host (keeps a 24 MP photo well under 3 GiB peak).
+HOST_ACTIVATION_CAP = 1 << 30
+#: Peak inference memory / largest single layer output, measured for NAFNet on CPU (7-11x, the local
+#: pool's float64 prefix sums dominate); used to turn a cheap probe into a per-pixel memory estimate.
+PEAK_FACTOR = 12
+#: Most tiles per device batch in an auto plan.
+MAX_AUTO_BATCH = 16
+
+ProgressFn = Callable[[int, int], None]
+
+
+def _model_geometry(model: nn.Module) -> tuple[int, int]:
+    """(size_multiple, tile_margin) with lenient defaults for foreign modules that lack them."""
+    return max(1, int(getattr(model, "size_multiple", 1))), max(0, int(getattr(model, "tile_margin", 0)))
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def min_tile(model: nn.Module, overlap: int) -> int:
+    """Smallest useful tile: the discarded margins and the cross-fade plus 32 px of progress per step."""
+    multiple, margin = _model_geometry(model)
+    return _round_up(2 * margin + overlap + max(32, multiple), multiple)
+
+
+def check_tile(model: nn.Module, tile: int | None, overlap: int) -> None:
+    """Raise DeblurError if a user-given ``tile``/``overlap`` cannot work with ``model``."""
+    if overlap < 0:
+        raise DeblurError(f"overlap must be 0 or more, got {overlap}")
+    if tile is None or tile == 0:
+        return
+    floor = min_tile(model, overlap)
+    if tile < floor:
+        _, margin = _model_geometry(model)
+        raise DeblurError(
+            f"tile {tile} is too small: this model discards {margin} px at each tile edge and the cross-fade "
+            f"is {overlap} px; use a tile of at least {floor}, a smaller overlap, or tile 0 (whole image)"
+        )
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """CUDA, MPS and CPU allocators all report exhaustion differently; recognise each."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    if isinstance(exc, RuntimeError):
+        text = str(exc).lower()
+        return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+    return False
+
+
+def _release_cached(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+def estimate_bytes_per_pixel(model: nn.Module, device: torch.device) -> float:
+    """Estimated peak device bytes per input pixel, from one small probe forward pass.
+
+    Forward hooks record the largest output of any leaf layer on a 64 px probe; that scales linearly with
+    the pixel count, and inference peaks at a small multiple of it (``PEAK_FACTOR``). Cheap (a 64 px
+    forward) and model-agnostic, so DGF's full-resolution 896-channel stack gets smaller tiles than NAFNet.
+    """
+    multiple, _ = _model_geometry(model)
+    side = _round_up(64, multiple)
+    largest = 0
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+        nonlocal largest
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.numel() * output.element_size())
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.inference_mode():
+            model(torch.rand(1, 3, side, side, device=device))
+    except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+        if not _is_oom(exc):
+            raise
+        return math.inf  # not even a probe fits: plan the smallest tiles
+    finally:
+        for handle in handles:
+            handle.remove()
+    if largest == 0:  # no leaf modules (a bare function-like module): assume a small network
+        largest = 64 * 4 * side * side
+    return PEAK_FACTOR * largest / (side * side)
+
+
+def auto_plan(
+    model: nn.Module, device: torch.device, overlap: int, *, free_bytes: int | None = None
+) -> tuple[int, int]:
+    """(tile, batch_size) for ``model`` on ``device`` from free memory, within per-device bounds."""
+    multiple, _ = _model_geometry(model)
+    kind = device.type if device.type in MAX_AUTO_TILE else "cpu"
+    free = free_memory_bytes(device) if free_bytes is None else free_bytes
+    budget = free * MEMORY_FRACTION[kind]
+    if kind != "cuda":
+        budget = min(budget, HOST_ACTIVATION_CAP)
+    per_pixel = estimate_bytes_per_pixel(model, device)
+    floor = min_tile(model, overlap)
+    side = int(math.sqrt(max(budget, 0.0) / per_pixel)) // multiple * multiple
+    tile = max(floor, min(side, _round_up(MAX_AUTO_TILE[kind], multiple)))
+    batch = 1
+    if kind == "cuda":
+        batch = int(max(1, min(MAX_AUTO_BATCH, budget // (per_pixel * tile * tile))))
+    return tile, batch
+
+
+def _axis_plan(length: int, tile: int, stride: int, margin: int, overlap: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tile starts along one axis and each tile's 1-D blending window (``n x tile``).
+
+    ``length`` and ``tile`` are multiples of the size multiple and ``stride`` too, so every start is.
+    """
+    n = 1 if tile >= length else -(-(length - tile) // stride) + 1
+    starts = torch.arange(n, dtype=torch.int64) * stride
+    starts[-1] = length - tile
+    pos = torch.arange(tile, dtype=torch.float64)
+    if overlap > 0:
+        ramp = 0.5 - 0.5 * torch.cos(math.pi * ((pos - margin + 0.5) / overlap).clamp(0.0, 1.0))
+    else:
+        ramp = (pos >= margin).to(torch.float64)
+    index = torch.arange(n)[:, None]
+    rise = torch.where(index > 0, ramp[None, :], torch.ones(1, dtype=torch.float64))
+    fall = torch.where(index < n - 1, ramp.flip(0)[None, :], torch.ones(1, dtype=torch.float64))
+    return starts, (rise * fall).to(torch.float32)
+
+
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Map padded coordinates ``>= size`` back into the photo by reflection (replicate if the photo is tiny)."""
+    return torch.where(index < size, index, 2 * (size - 1) - index).clamp(0, size - 1)
+
+
+@dataclass
+class _Runner:
+    """Runs batches on the device, with the NaN/inf fallback to fp32 remembered across batches."""
+
+    model: nn.Module
+    device: torch.device
+    precision: torch.dtype
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        x = batch.to(self.device, non_blocking=True)
+        if self.precision != torch.float32:
+            with torch.autocast(device_type=self.device.type, dtype=self.precision):
+                out = self.model(x).float()
+            if bool(torch.isfinite(out).all()):
+                return out.cpu()
+            log.warning("%s produced NaN/inf values; rerunning in fp32", str(self.precision).replace("torch.", ""))
+            self.precision = torch.float32
+        out = self.model(x).float()
+        if not bool(torch.isfinite(out).all()):
+            raise DeblurError("the model produced NaN/inf values even in fp32: the weights are probably broken")
+        return out.cpu()
+
+
+def _run_whole(run: _Runner, image: torch.Tensor, multiple: int, progress: ProgressFn | None) -> np.ndarray:
+    h, w, _ = image.shape
+    rows = _reflect(torch.arange(_round_up(h, multiple)), h)
+    cols = _reflect(torch.arange(_round_up(w, multiple)), w)
+    if progress:
+        progress(0, 1)
+    batch = image[rows[:, None], cols[None, :]].permute(2, 0, 1).unsqueeze(0).contiguous()
+    out = run(batch)[0, :, :h, :w].permute(1, 2, 0).contiguous()
+    if progress:
+        progress(1, 1)
+    return out.clamp_(0.0, 1.0).numpy()
+
+
+def _run_tiled(
+    run: _Runner,
+    image: torch.Tensor,
+    *,
+    tile: int,
+    batch_size: int,
+    multiple: int,
+    margin: int,
+    overlap: int,
+    progress: ProgressFn | None,
+) -> np.ndarray:
+    h, w, _ = image.shape
+    hp, wp = _round_up(h, multiple), _round_up(w, multiple)
+    th, tw = min(tile, hp), min(tile, wp)
+    stride = (tile - 2 * margin - overlap) // multiple * multiple
+    starts_y, win_y = _axis_plan(hp, th, stride, margin, overlap)
+    starts_x, win_x = _axis_plan(wp, tw, stride, margin, overlap)
+    iy, ix = torch.meshgrid(torch.arange(len(starts_y)), torch.arange(len(starts_x)), indexing="ij")
+    iy, ix = iy.reshape(-1), ix.reshape(-1)
+    total = len(iy)
+    offs_y, offs_x = torch.arange(th), torch.arange(tw)
+    crop = hp != h or wp != w  # tiles that reach into the virtual padding must not be accumulated there
+    acc = torch.zeros(h * w, 3)
+    weight_sum = torch.zeros(h * w)
+    if progress:
+        progress(0, total)
+    for first in range(0, total, batch_size):
+        by, bx = iy[first : first + batch_size], ix[first : first + batch_size]
+        ys = starts_y[by][:, None] + offs_y[None, :]  # B x th, padded coordinates
+        xs = starts_x[bx][:, None] + offs_x[None, :]  # B x tw
+        tiles = image[_reflect(ys, h)[:, :, None], _reflect(xs, w)[:, None, :]]  # B x th x tw x 3
+        out = run(tiles.permute(0, 3, 1, 2).contiguous()).permute(0, 2, 3, 1)  # B x th x tw x 3
+        wts = win_y[by][:, :, None] * win_x[bx][:, None, :]  # B x th x tw
+        flat = ys[:, :, None] * w + xs[:, None, :]
+        if crop:
+            keep = (ys < h)[:, :, None] & (xs < w)[:, None, :]
+            flat, out, wts = flat[keep], out[keep], wts[keep]
+        flat, wts = flat.reshape(-1), wts.reshape(-1)
+        acc.index_add_(0, flat, out.reshape(-1, 3) * wts[:, None])
+        weight_sum.index_add_(0, flat, wts)
+        if progress:
+            progress(min(first + batch_size, total), total)
+    acc /= weight_sum[:, None]
+    return acc.clamp_(0.0, 1.0).view(h, w, 3).numpy()
+
+
+def deblur_array(
+    model: nn.Module,
+    rgb: np.ndarray,
+    *,
+    device: torch.device | str,
+    precision: torch.dtype = torch.float32,
+    tile: int | None = None,
+    overlap: int = 32,
+    batch_size: int | None = None,
+    progress: ProgressFn | None = None,
+) -> np.ndarray:
+    """Run ``model`` over an ``H x W x 3`` float32 photo in [0, 1] and return the result, same shape.
+
+    ``tile``: None picks a size from free device memory, 0 runs the whole image at once, N uses N-pixel
+    tiles (rounded down to the model's size multiple). ``overlap`` is the cross-fade width beyond the
+    model's ``tile_margin``. ``batch_size`` tiles go to the device together (None: from free memory).
+    ``progress(done, total)`` is called after each batch (``total`` restarts if an OOM forces a smaller
+    tile). The model is put in eval mode (and back afterwards) and moved to ``device``.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise DeblurError(f"expected an H x W x 3 RGB array, got shape {tuple(rgb.shape)}")
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise DeblurError("the image is empty (zero width or height)")
+    device = torch.device(device)
+    check_tile(model, tile, overlap)
+    multiple, margin = _model_geometry(model)
+    array = np.ascontiguousarray(rgb, dtype=np.float32)
+    # torch.from_numpy shares memory (no copy of a big photo) but warns on read-only arrays; only those are copied.
+    image = torch.from_numpy(array if array.flags.writeable else array.copy())
+    h, w, _ = image.shape
+    whole_side = max(_round_up(h, multiple), _round_up(w, multiple))
+    floor = min_tile(model, overlap)
+
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        if tile is None or (batch_size is None and tile != 0 and device.type == "cuda"):
+            auto_tile, auto_batch = auto_plan(model, device, overlap)
+            tile = auto_tile if tile is None else tile
+            batch_size = auto_batch if batch_size is None else batch_size
+        batch_size = batch_size or 1
+        tile = whole_side if tile == 0 else max(floor, tile // multiple * multiple)
+        batch_size = max(1, batch_size)
+        run = _Runner(model, device, precision)
+        while True:
+            try:
+                with torch.inference_mode():
+                    if tile >= whole_side:
+                        return _run_whole(run, image, multiple, progress)
+                    return _run_tiled(
+                        run,
+                        image,
+                        tile=tile,
+                        batch_size=batch_size,
+                        multiple=multiple,
+                        margin=margin,
+                        overlap=overlap,
+                        progress=progress,
+                    )
+            except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+                if not _is_oom(exc):
+                    raise
+                # Leave the except block before retrying so the traceback's frames (and their tensors) die.
+            _release_cached(device)
+            if batch_size > 1:
+                batch_size //= 2
+                log.warning("out of memory on %s; retrying with %d tiles per batch", device, batch_size)
+                continue
+            if tile <= floor:
+                raise DeblurError(
+                    f"out of memory on {device} even with {floor} px tiles: close other programs, "
+                    "or use another device (--device cpu)"
+                )
+            tile = max(floor, min(tile, whole_side) // 2 // multiple * multiple)
+            log.warning("out of memory on %s; retrying with %d px tiles", device, tile)
+    finally:
+        model.train(was_training)
+
+
+def check_strength(strength: float) -> None:
+    """Raise DeblurError unless ``0 <= strength <= 1`` (checked before a long run, not after it)."""
+    if not 0.0 <= strength <= 1.0:
+        raise DeblurError(f"strength must be between 0 and 1, got {strength}")
+
+
+def apply_strength(original: np.ndarray, restored: np.ndarray, strength: float) -> np.ndarray:
+    """Blend ``original + strength * (restored - original)`` (``--strength``): 1 is the full result.
+
+    Works in place on ``restored`` (and returns it) so a large photo is not copied a third time.
+    """
+    check_strength(strength)
+    if strength == 1.0:
+        return restored
+    restored -= original
+    restored *= np.float32(strength)
+    restored += original
+    return restored

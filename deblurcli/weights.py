@@ -1,0 +1,418 @@
+"""The model catalogue and where weights come from: bundled files, or Hugging Face Hub files pinned by commit.
+
+The catalogue is ``models.json`` in the bundled weights folder (JSON rather than TOML because
+``tomllib`` only exists from Python 3.11 and deblurcli supports 3.10 without extra dependencies). Each entry
+names an architecture and configuration and one weights file:
+
+* ``bundled``: a safetensors file shipped in the package (``deblurcli/_weights`` in a wheel, the repository's
+  ``weights/`` folder in a source or editable install). A bundled file may be missing (not trained yet, or a
+  stripped install): that model is then "not available" and loading it says so in one line.
+* ``hub``: a file in a Hugging Face Hub repository, fetched with ``hf_hub_download`` at a pinned **commit**
+  (a branch could move) into the standard HF cache, so ``HF_HOME``, ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` and
+  ``HF_ENDPOINT`` work as for any Hub client. Its sha256 is checked every time it is resolved, before the
+  bytes reach ``torch.load``: hashing costs well under a second even for the 272 MB NAFNet-w64 and it also
+  catches a cache file altered after download. A file that does not match is deleted from the cache and
+  refused.
+
+Loading is never a full unpickle: our own weights are safetensors (with the architecture and configuration
+in the metadata); ``.pth``/``.pt`` files go through ``torch.load(weights_only=True)`` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from deblurcli.errors import WeightsError
+
+#: the name ``deblur`` uses when no model is given and no bundled file is present.
+DEFAULT_MODEL = "nafnet-s"
+
+#: NAFNet's TLC window: checkpoints trained with global pooling on 256-px crops run with a 384-px local pool.
+TLC_LOCAL_POOL = 384
+
+#: a spandrel model's receptive field is unknown to us; this many pixels at a tile edge are discarded.
+SPANDREL_TILE_MARGIN = 32
+
+#: keys that wrap the real state dict in training checkpoints, in order of preference (BasicSR evaluates
+#: with the EMA weights when a checkpoint has them).
+_WRAPPER_KEYS = ("params_ema", "params", "state_dict")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One named model: its architecture and configuration, and where its weights file comes from."""
+
+    name: str
+    arch: str
+    config: dict[str, Any]
+    source: Literal["bundled", "hub"]
+    file: str
+    repo_id: str | None = None
+    revision: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+    license: str = ""
+    description: str = ""
+    published_quality: str = ""
+    measured_quality: str = ""
+    #: config overrides applied when running the model (e.g. NAFNet's ``local_pool``).
+    for_inference: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.source not in ("bundled", "hub") or (self.source == "hub" and not (self.repo_id and self.revision)):
+            raise WeightsError(f"model {self.name!r}: a source must be 'bundled', or 'hub' with a repo_id and revision")
+
+
+def bundled_dir() -> Path:
+    """Where bundled weights and ``models.json`` live: in the package for wheels, the repo's ``weights/`` otherwise."""
+    packaged = Path(__file__).resolve().parent / "_weights"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "weights"
+
+
+def _catalogue() -> tuple[ModelEntry, ...]:
+    return _read_catalogue(bundled_dir() / "models.json")
+
+
+def _read_catalogue(path: Path) -> tuple[ModelEntry, ...]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        entries = tuple(ModelEntry(**item) for item in raw["models"])
+    except (OSError, ValueError, KeyError, TypeError, WeightsError) as exc:
+        raise WeightsError(f"model catalogue {path} is missing or broken ({exc}); reinstall deblurcli") from None
+    return entries
+
+
+def list_models() -> list[ModelEntry]:
+    """Every catalogued model, bundled ones first (best first), then Hub ones."""
+    return list(_catalogue())
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The catalogue entry called ``name``; a one-line error listing the valid names otherwise."""
+    for entry in _catalogue():
+        if entry.name == name:
+            return entry
+    names = ", ".join(e.name for e in _catalogue())
+    raise WeightsError(f"unknown model {name!r}; choose one of: {names} (or pass --weights FILE)")
+
+
+def default_model_name() -> str:
+    """The best model usable offline: the first bundled entry whose file is present, else ``DEFAULT_MODEL``."""
+    for entry in _catalogue():
+        if entry.source == "bundled" and (bundled_dir() / entry.file).is_file():
+            return entry.name
+    return DEFAULT_MODEL
+
+
+def is_cached(entry: ModelEntry) -> bool:
+    """Whether ``entry``'s weights are on this machine already (no network needed to load it)."""
+    if entry.source == "bundled":
+        return (bundled_dir() / entry.file).is_file()
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(entry.repo_id or "", entry.file, revision=entry.revision), str)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _checksum_problem(path: Path, entry: ModelEntry) -> str | None:
+    """Why ``path`` is not the file ``entry`` pins (size first, which is free), or None when it is."""
+    size = path.stat().st_size
+    if entry.size is not None and size != entry.size:
+        return f"expected {entry.size:,} bytes, got {size:,}"
+    if entry.sha256 is not None:
+        actual = sha256_file(path)
+        if actual != entry.sha256.lower():
+            return f"expected sha256 {entry.sha256[:16]}…, got {actual[:16]}…"
+    return None
+
+
+def _hub_download(entry: ModelEntry, progress: bool) -> Path:
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    where = f"{entry.file} from {entry.repo_id}@{(entry.revision or '')[:12]}"
+    reenable = not progress and not are_progress_bars_disabled()
+    if reenable:
+        disable_progress_bars()
+    # The client logs a warning per retry while the network is down; the user gets our one line instead.
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        return Path(hf_hub_download(entry.repo_id or "", entry.file, revision=entry.revision))
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled):
+        reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} cannot be reached"
+        raise WeightsError(
+            f"model {entry.name!r} is not in the Hugging Face cache and {reason}; run 'deblur models download "
+            f"{entry.name}' while online, or pass --weights FILE"
+        ) from None
+    except HfHubHTTPError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"cannot download {where}: {first}") from None
+    except OSError as exc:
+        raise WeightsError(f"cannot download {where}: {exc.strerror or exc}") from None
+    except Exception as exc:  # noqa: BLE001 -- the HTTP stack's own errors (a dropped connection mid-file, ...)
+        text = str(exc).strip()
+        raise WeightsError(f"cannot download {where}: {text.splitlines()[0] if text else type(exc).__name__}") from None
+    finally:
+        hub_logger.setLevel(level)
+        if reenable:
+            enable_progress_bars()
+
+
+def resolve_weights(entry: ModelEntry, *, progress: bool = True) -> Path:
+    """A verified local path to ``entry``'s weights, downloading a Hub file into the HF cache if needed.
+
+    Raises ``WeightsError`` (one line) when a bundled file is missing, when the Hub cannot be reached and
+    the file is not cached, or when the file does not match its pinned size/sha256 -- in which case a Hub
+    file is also deleted from the cache, so the next attempt downloads it afresh.
+    """
+    if entry.source == "bundled":
+        path = bundled_dir() / entry.file
+        if not path.is_file():
+            raise WeightsError(
+                f"bundled weights missing for model {entry.name!r} ({entry.file}); reinstall deblurcli or pass --weights"
+            )
+        problem = _checksum_problem(path, entry)
+        if problem:
+            raise WeightsError(f"bundled weights {entry.file} are damaged ({problem}); reinstall deblurcli")
+        return path
+    path = _hub_download(entry, progress)
+    problem = _checksum_problem(path, entry)
+    if problem:
+        # The snapshot entry is a symlink to a content blob (a plain copy where symlinks are unavailable):
+        # remove both so that neither this nor a later run can load the bad bytes.
+        blob = path.resolve()
+        path.unlink(missing_ok=True)
+        blob.unlink(missing_ok=True)
+        raise WeightsError(
+            f"checksum mismatch for {entry.file} of model {entry.name!r} ({problem}); the file was deleted "
+            "from the cache and not used, try again"
+        )
+    return path
+
+
+def _is_safetensors(path: Path) -> bool:
+    """safetensors files start with a little-endian u64 header length followed by a JSON object."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= path.stat().st_size
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    while isinstance(obj, Mapping):
+        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        keys = ", ".join(repr(k) for k in list(obj)[:5]) if isinstance(obj, Mapping) else type(obj).__name__
+        raise WeightsError(f"{path.name}: no state dict of tensors found (top level: {keys})")
+    state = {str(k): v for k, v in obj.items()}
+    if all(k.startswith("module.") for k in state):  # saved from DataParallel / DDP
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a weights file, without ever running pickled code.
+
+    safetensors files (recognised by content, not name) give their metadata; anything else is read with
+    ``torch.load(weights_only=True)``, which refuses pickled objects other than tensors and containers, and
+    unwrapped from BasicSR's ``params_ema``/``params`` or Lightning's ``state_dict``.
+    """
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file")
+    if _is_safetensors(path):
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                metadata = dict(fh.metadata() or {})
+                tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (not a dict)
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"{path.name}: not a valid safetensors file ({exc})") from None
+        return tensors, metadata
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc)
+        why = (
+            "it holds Python objects that only a full unpickle could create, which can run code"
+            if "Unsupported global" in detail or "weights_only" in detail.lower()
+            else "not a PyTorch checkpoint"
+        )
+        raise WeightsError(f"{path.name}: refused to load ({why}); use safetensors or a plain state dict") from None
+    except Exception as exc:  # noqa: BLE001 -- a hostile or broken file can make the parser fail in any way
+        # torch's own messages (RuntimeError) say what is wrong in their first sentence; other parser
+        # failures on garbage (KeyError: 101, EOFError) say nothing a user could act on beyond their type.
+        text = str(exc).strip()
+        detail = text.splitlines()[0].split(". ")[0] if isinstance(exc, RuntimeError) and text else type(exc).__name__
+        raise WeightsError(
+            f"{path.name}: not a readable weights file (neither safetensors nor a PyTorch checkpoint: {detail})"
+        ) from None
+    return _unwrap(obj, path), {}
+
+
+def save_generator(model: nn.Module, path: Path, metadata: Mapping[str, Any]) -> None:
+    """Write ``model``'s weights as safetensors with ``arch``, JSON ``config`` and ``metadata``, atomically.
+
+    Non-string metadata values are stored as JSON. The file is written through ``photo.atomic_write_bytes``
+    (temporary file in the same folder, fsync, rename), so a crash never leaves a truncated file at ``path``.
+    """
+    from safetensors.torch import save
+
+    from deblurcli.models.registry import arch_of
+    from deblurcli.photo import atomic_write_bytes
+
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    meta.update({"format": "deblurcli", "arch": arch_of(model), "config": json.dumps(model.config)})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+class SpandrelGenerator(nn.Module):
+    """A model loaded by the optional ``spandrel`` package, behind the deblurcli generator contract.
+
+    spandrel pads inputs to the model's size requirements and clamps to [0, 1] itself; its receptive field
+    is unknown to us, so ``tile_margin`` is a generous ``SPANDREL_TILE_MARGIN``. ``config`` records the
+    spandrel architecture for reports; it cannot be rebuilt with ``registry.build``.
+    """
+
+    tile_margin = SPANDREL_TILE_MARGIN
+
+    def __init__(self, descriptor: Any) -> None:
+        super().__init__()
+        self.descriptor = descriptor
+        self.net = descriptor.model  # registered, so .to()/.eval() reach the real parameters
+        self.size_multiple = int(descriptor.size_requirements.multiple_of)
+        self.config = {"spandrel_arch": str(descriptor.architecture.id)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.descriptor(x)
+
+
+def _load_spandrel(state: dict[str, torch.Tensor], path: Path, sample: str) -> SpandrelGenerator:
+    """Let spandrel recognise an architecture deblurcli does not know (Restormer, FFTformer, Uformer, ...)."""
+    try:
+        import spandrel
+    except ImportError:
+        raise WeightsError(
+            f"{path.name}: unrecognised architecture (found keys such as {sample}); deblurcli knows nafnet and "
+            "dgf, and 'pip install deblurcli[spandrel]' adds Restormer, FFTformer, Uformer and more"
+        ) from None
+    try:
+        descriptor = spandrel.ModelLoader().load_from_state_dict(spandrel.canonicalize_state_dict(state))
+    except spandrel.UnsupportedModelError:
+        raise WeightsError(
+            f"{path.name}: unrecognised architecture: neither deblurcli (nafnet, dgf) nor spandrel know it "
+            f"(found keys such as {sample})"
+        ) from None
+    except (RuntimeError, KeyError, ValueError, AssertionError) as exc:
+        raise WeightsError(f"{path.name}: spandrel could not load it ({exc})") from None
+    if (
+        not isinstance(descriptor, spandrel.ImageModelDescriptor)
+        or descriptor.scale != 1
+        or (
+            descriptor.input_channels,
+            descriptor.output_channels,
+        )
+        != (3, 3)
+    ):
+        raise WeightsError(
+            f"{path.name}: a {descriptor.architecture.name} {descriptor.purpose} model at scale "
+            f"{descriptor.scale}; deblur needs an RGB restoration model at scale 1"
+        )
+    return SpandrelGenerator(descriptor).eval()
+
+
+def _with_metadata(arch: str, config: dict[str, Any], metadata: Mapping[str, str], path: Path) -> dict[str, Any]:
+    """``config`` (read off the tensors) completed with what only our metadata knows (DGF dilations, ...)."""
+    from deblurcli.models.registry import NOT_IN_WEIGHTS
+
+    if "arch" not in metadata:
+        return config
+    if metadata["arch"] != arch:
+        raise WeightsError(f"{path.name}: its metadata says {metadata['arch']} but its tensors are {arch}")
+    try:
+        recorded = json.loads(metadata.get("config", "{}"))
+    except ValueError:
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise WeightsError(f"{path.name}: the config in its metadata is not a JSON object")
+    return {**config, **{k: v for k, v in recorded.items() if k in NOT_IN_WEIGHTS[arch]}}
+
+
+def load_generator(name: str | None = None, weights: Path | None = None) -> nn.Module:
+    """A ready-to-run generator (eval mode, inference settings applied) from a catalogue name or a file.
+
+    * ``name`` only (or nothing: the default model): the catalogue entry's weights, resolved and verified.
+    * ``weights`` only: any file of a registered generator architecture, recognised from its keys and
+      shapes (our own files add, from their metadata, the settings that shapes cannot tell, such as DGF
+      dilations); other architectures through the optional ``spandrel`` extra.
+    * both: the file must hold the named model's architecture (``expected X, found Y`` otherwise), and the
+      entry's inference settings apply.
+
+    NAFNet weights without a recorded ``local_pool`` (published checkpoints, trained with global pooling)
+    run with TLC's 384-px local pool; our own run with the pool their metadata records.
+    """
+    from deblurcli.models.registry import GENERATORS, build, detect
+
+    entry = None if name is None and weights is not None else get_entry(name or default_model_name())
+    path = Path(weights) if weights is not None else resolve_weights(entry)  # type: ignore[arg-type]
+    state, metadata = read_state_dict(path)
+    try:
+        arch, config = detect(state)
+    except WeightsError:
+        sample = ", ".join(repr(k) for k in list(state)[:3])
+        if entry is None:
+            return _load_spandrel(state, path, sample)
+        raise WeightsError(
+            f"{path.name}: expected {entry.arch} weights for model {entry.name!r}, found an unrecognised "
+            f"architecture (keys such as {sample})"
+        ) from None
+    if entry is not None and arch != entry.arch:
+        raise WeightsError(f"{path.name}: expected {entry.arch} weights for model {entry.name!r}, found {arch}")
+    if arch not in GENERATORS:
+        raise WeightsError(f"{path.name}: expected a generator ({', '.join(GENERATORS)}), found {arch}")
+    config = _with_metadata(arch, config, metadata, path)
+    if arch == "nafnet" and config.get("local_pool") is None:
+        config["local_pool"] = TLC_LOCAL_POOL
+    if entry is not None:
+        config.update(entry.for_inference)
+    model = build(arch, config)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or reshaped:
+        first = (reshaped or missing or unexpected)[0]
+        raise WeightsError(
+            f"{path.name}: weights do not fit {arch} {json.dumps(config)}: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(reshaped)} of another shape (first: {first!r})"
+        )
+    model.load_state_dict(state)
+    return model.eval()

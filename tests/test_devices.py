@@ -1,0 +1,95 @@
+"""Device and precision choice: auto order, absent devices are errors (never a silent fallback)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deblurcli import devices
+from deblurcli.devices import (
+    free_memory_bytes,
+    resolve_device,
+    resolve_precision,
+    set_threads,
+)
+from deblurcli.errors import DeviceError
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices, "_mps_available", lambda: False)
+
+
+@pytest.fixture
+def one_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(devices, "_mps_available", lambda: True)
+
+
+def test_auto_is_cpu_without_accelerators(no_gpu: None) -> None:
+    assert resolve_device("auto") == CPU
+    assert resolve_device("CPU") == CPU
+
+
+def test_auto_prefers_cuda_then_mps(one_cuda: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("mps")
+
+
+def test_cuda_index_checked(one_cuda: None) -> None:
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(DeviceError, match="'cuda:3' does not exist"):
+        resolve_device("cuda:3")
+
+
+@pytest.mark.parametrize(("spec", "message"), [("cuda", "CUDA is not available"), ("cuda:1", "CUDA is not available"), ("mps", "MPS is not available"), ("tpu", "unknown device")])
+def test_absent_or_unknown_device_is_an_error(no_gpu: None, spec: str, message: str) -> None:
+    with pytest.raises(DeviceError, match=message) as info:
+        resolve_device(spec)
+    assert "\n" not in str(info.value)
+
+
+def test_precision_auto_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_precision("auto", CPU) == torch.float32
+    assert resolve_precision("auto", torch.device("mps")) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", torch.device("cuda", 0)) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_precision("auto", torch.device("cuda", 0)) == torch.float16
+
+
+def test_explicit_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_precision("fp32", CPU) == torch.float32
+    assert resolve_precision("bf16", CPU) == torch.bfloat16  # a real autocast probe on this CPU
+    with pytest.raises(DeviceError, match="unknown precision 'fp8'"):
+        resolve_precision("fp8", CPU)
+    monkeypatch.setattr(devices, "_autocast_runs", lambda *a: False)
+    with pytest.raises(DeviceError, match="fp16 is not supported on cpu"):
+        resolve_precision("fp16", CPU)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    with pytest.raises(DeviceError, match=r"bf16 is not supported on cuda:0 \(Tesla T4\)"):
+        resolve_precision("bf16", torch.device("cuda", 0))
+
+
+def test_set_threads() -> None:
+    before = torch.get_num_threads()
+    try:
+        set_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(DeviceError, match="at least 1"):
+        set_threads(0)
+
+
+def test_free_host_memory_is_plausible() -> None:
+    free = free_memory_bytes(CPU)
+    assert 16 << 20 < free < 1 << 50

@@ -1,0 +1,234 @@
+"""Tiled inference: exact for local models, seamless otherwise, OOM back-off, fp32 retry, strength."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from deblurcli.engine import (
+    apply_strength,
+    auto_plan,
+    check_tile,
+    deblur_array,
+    min_tile,
+)
+from deblurcli.errors import DeblurError
+from deblurcli.models.nafnet import NAFNet
+
+CPU = torch.device("cpu")
+
+
+class LocalConv(nn.Module):
+    """Three 3x3 convolutions: receptive field radius 3, so a 4 px margin makes tiling exact."""
+
+    size_multiple = 8
+    tile_margin = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1)
+        )
+        self.config: dict[str, object] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.5 * self.body(x)
+
+
+class TileMeanShift(nn.Module):
+    """Adds a tile-wide constant (like a global pool): every tile sees different statistics."""
+
+    size_multiple = 1
+    tile_margin = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.5 * (x.mean(dim=(1, 2, 3), keepdim=True) - 0.5)
+
+
+class OomAbove(LocalConv):
+    """LocalConv that raises the device's out-of-memory error when a batch holds too many pixels."""
+
+    def __init__(self, max_pixels: int, error: type[Exception] = torch.cuda.OutOfMemoryError) -> None:
+        super().__init__()
+        self.max_pixels = max_pixels
+        self.error = error
+        self.seen: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(tuple(x.shape))
+        if x.shape[0] * x.shape[2] * x.shape[3] > self.max_pixels:
+            raise self.error("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().forward(x)
+
+
+def _photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Smooth gradients plus texture, like a photo: enough structure for every tile to differ."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([xx / w, yy / h, 0.5 + 0.3 * np.sin(xx / 17.0) * np.cos(yy / 23.0)], axis=-1)
+    return np.clip(0.8 * base + 0.2 * rng.random((h, w, 3), dtype=np.float32), 0, 1).astype(np.float32)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+@pytest.mark.parametrize(("h", "w", "tile", "overlap", "batch"), [(100, 75, 48, 8, 1), (100, 75, 64, 0, 3), (37, 130, 56, 16, 2)])
+def test_tiled_equals_whole_when_receptive_field_fits_margin(h: int, w: int, tile: int, overlap: int, batch: int) -> None:
+    model, rgb = LocalConv(), _photo(h, w)
+    calls: list[tuple[int, int]] = []
+    whole = deblur_array(model, rgb, device=CPU, tile=0)
+    tiled = deblur_array(
+        model, rgb, device=CPU, tile=tile, overlap=overlap, batch_size=batch, progress=lambda d, t: calls.append((d, t))
+    )
+    assert calls[-1][0] == calls[-1][1] > 2  # really tiled, and progress reached the end
+    assert tiled.shape == whole.shape == rgb.shape and tiled.dtype == np.float32
+    assert np.abs(tiled - whole).max() < 1 / 255 / 100  # far inside the 1/255 requirement
+    assert np.abs(whole - rgb).max() > 0.02  # the model is not the identity
+
+
+def _max_step(img: np.ndarray) -> float:
+    return float(max(np.abs(np.diff(img, axis=0)).max(), np.abs(np.diff(img, axis=1)).max()))
+
+
+def test_cross_fade_hides_tile_boundaries() -> None:
+    yy, xx = np.mgrid[0:192, 0:256].astype(np.float32)
+    rgb = np.repeat(((xx / 256 + yy / 192) / 2)[..., None], 3, axis=2)  # smooth: neighbours differ < 0.005
+    model = TileMeanShift()
+    hard = deblur_array(model, rgb, device=CPU, tile=96, overlap=0)
+    soft = deblur_array(model, rgb, device=CPU, tile=96, overlap=32)
+    assert _max_step(hard) > 0.04  # without a cross-fade, each tile's own shift shows as a step
+    assert _max_step(soft) < _max_step(rgb) + 0.006  # with it, no step beyond the photo's own gradient
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """The biggest test here runs single-threaded: on a shared 2-core machine, two OpenMP threads that
+    wait for a busy core make it several times slower, not faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_nafnet_local_pool_tiled_matches_whole(one_thread: None) -> None:
+    torch.manual_seed(0)
+    net = NAFNet(width=8, enc_blk_nums=[1, 1, 1, 1], middle_blk_num=1, dec_blk_nums=[1, 1, 1, 1], local_pool=64)
+    for name, p in net.named_parameters():  # beta/gamma start at 0 (identity): make every block act
+        if name.endswith(("beta", "gamma")):
+            nn.init.normal_(p, std=1.0)
+    with torch.no_grad():  # keep the output near [0, 1] so clipping does not hide differences
+        net.ending.weight.mul_(0.3)
+        net.ending.bias.mul_(0.3)
+    rgb = _photo(768, 1024, seed=3)
+    whole = deblur_array(net, rgb, device=CPU, tile=0)
+    tiled = deblur_array(net, rgb, device=CPU, tile=256, overlap=32)
+    assert _psnr(whole, rgb) < 25  # the network really changes the photo
+    assert ((whole == 0) | (whole == 1)).mean() < 0.03
+    assert _psnr(tiled, whole) >= 45
+    net.tile_margin = 0  # naive tiling (no discarded margin, no cross-fade) does show the tiles
+    assert _psnr(deblur_array(net, rgb, device=CPU, tile=256, overlap=0), whole) < 45
+
+
+@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError, RuntimeError])
+def test_out_of_memory_halves_tile_and_still_matches(error: type[Exception]) -> None:
+    model, rgb = OomAbove(max_pixels=80 * 80, error=error), _photo(200, 150)
+    calls: list[tuple[int, int]] = []
+    out = deblur_array(model, rgb, device=CPU, tile=0, overlap=8, progress=lambda d, t: calls.append((d, t)))
+    assert model.seen[0][2:] == (200, 152)  # first the whole (padded) image
+    assert max(s[2] * s[3] for s in model.seen[-3:]) <= 80 * 80  # finished with tiles that fit
+    assert calls[0] == (0, 1) and calls[-1][0] == calls[-1][1] > 1  # progress restarted for the tiled plan
+    reference = deblur_array(LocalConv(), rgb, device=CPU, tile=0)
+    assert np.abs(out - reference).max() < 1e-5
+
+
+def test_out_of_memory_halves_batch_before_tile() -> None:
+    model, rgb = OomAbove(max_pixels=64 * 64), _photo(160, 160)
+    deblur_array(model, rgb, device=CPU, tile=64, overlap=8, batch_size=8)
+    assert {s[2:] for s in model.seen} == {(64, 64)}  # the tile size was kept
+    assert model.seen[-1][0] == 1
+
+
+def test_out_of_memory_at_the_floor_is_a_clear_error() -> None:
+    model = OomAbove(max_pixels=10)
+    with pytest.raises(DeblurError, match="out of memory on cpu even with 48 px tiles"):
+        deblur_array(model, _photo(120, 120), device=CPU, tile=0, overlap=8)
+
+
+def test_other_runtime_errors_are_not_mistaken_for_oom() -> None:
+    model = OomAbove(max_pixels=10, error=RuntimeError)
+    model.error = lambda _msg: RuntimeError("shape mismatch")  # type: ignore[assignment]
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        deblur_array(model, _photo(64, 64), device=CPU, tile=0)
+    assert len(model.seen) == 1
+
+
+class NanUnderAutocast(LocalConv):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        return out * float("nan") if torch.is_autocast_enabled("cpu") else out
+
+
+def test_nan_in_reduced_precision_reruns_in_fp32(caplog: pytest.LogCaptureFixture) -> None:
+    rgb = _photo(64, 64)
+    out = deblur_array(NanUnderAutocast(), rgb, device=CPU, precision=torch.bfloat16, tile=0)
+    assert np.array_equal(out, deblur_array(LocalConv(), rgb, device=CPU, tile=0))
+    assert "rerunning in fp32" in caplog.text
+
+
+def test_nan_in_fp32_is_a_clear_error() -> None:
+    class AlwaysNan(LocalConv):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * float("nan")
+
+    with pytest.raises(DeblurError, match="NaN/inf"):
+        deblur_array(AlwaysNan(), _photo(32, 32), device=CPU, tile=0)
+
+
+def test_bf16_runs_close_to_fp32() -> None:
+    model, rgb = LocalConv(), _photo(64, 80)
+    low = deblur_array(model, rgb, device=CPU, precision=torch.bfloat16, tile=48, overlap=8)
+    assert np.abs(low - deblur_array(model, rgb, device=CPU, tile=0)).max() < 0.03
+
+
+def test_tiny_image_and_eval_mode_restored() -> None:
+    model = LocalConv().train()
+    out = deblur_array(model, _photo(5, 3), device=CPU)
+    assert out.shape == (5, 3, 3) and np.isfinite(out).all()
+    assert model.training
+
+
+def test_bad_arguments_are_deblur_errors() -> None:
+    model = LocalConv()
+    with pytest.raises(DeblurError, match="H x W x 3"):
+        deblur_array(model, np.zeros((8, 8), np.float32), device=CPU)
+    with pytest.raises(DeblurError, match="empty"):
+        deblur_array(model, np.zeros((0, 8, 3), np.float32), device=CPU)
+    with pytest.raises(DeblurError, match="at least 48"):
+        check_tile(model, 40, 8)
+    with pytest.raises(DeblurError, match="overlap"):
+        check_tile(model, None, -1)
+    assert min_tile(NAFNet(width=8), 32) == 128
+
+
+def test_auto_plan_follows_free_memory() -> None:
+    model = LocalConv()
+    floor = min_tile(model, 32)
+    assert auto_plan(model, CPU, 32, free_bytes=1 << 10) == (floor, 1)
+    assert auto_plan(model, CPU, 32, free_bytes=1 << 40) == (512, 1)
+    mid, _ = auto_plan(model, CPU, 32, free_bytes=100 << 20)
+    assert floor < mid < 512 and mid % model.size_multiple == 0
+
+
+def test_strength_blends_and_validates() -> None:
+    original = np.full((2, 2, 3), 0.2, np.float32)
+    assert np.allclose(apply_strength(original, np.full((2, 2, 3), 0.6, np.float32), 0.5), 0.4)
+    assert np.allclose(apply_strength(original, np.full((2, 2, 3), 0.6, np.float32), 0.0), 0.2)
+    assert np.allclose(apply_strength(original, np.full((2, 2, 3), 0.6, np.float32), 1.0), 0.6)
+    with pytest.raises(DeblurError, match="between 0 and 1"):
+        apply_strength(original, original.copy(), 1.5)
