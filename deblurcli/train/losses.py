@@ -1,0 +1,117 @@
+"""Generator and discriminator losses, written to avoid the seed poster code's mistakes.
+
+* Pixel losses compare raw outputs with targets in [0, 1] (no per-image min-max normalisation).
+* LPIPS is always fed [0, 1] images with ``normalize=True``, which the package maps to the [-1, 1] its
+  backbone was trained on; the poster passed [0, 1] without it.
+* Adversarial losses take raw critic scores (logits); the critic has no final sigmoid, so there is no
+  double sigmoid, and the generator loss is computed on the *non-detached* fake so its gradient reaches G.
+* The WGAN-GP penalty is computed in fp32 with autocast off: the gradient-norm term squares small
+  differences and is exactly what reduced precision gets wrong.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deblurcli.errors import WeightsError
+
+PIXEL_LOSSES = ("charbonnier", "l1")
+GAN_KINDS = ("wgan-gp", "lsgan", "hinge")
+LPIPS_NETS = ("alex", "vgg")
+
+
+def charbonnier(output: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Charbonnier loss sqrt((x - y)^2 + eps^2): L1's robustness with a smooth minimum (no gradient
+    sign flip at zero error, which makes L1 jitter around well-restored pixels)."""
+    diff = output.float() - target.float()
+    return torch.sqrt(diff * diff + eps * eps).mean()
+
+
+def l1(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(output.float(), target.float())
+
+
+def pixel_loss(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The reconstruction term by name (``charbonnier`` or ``l1``)."""
+    if kind == "charbonnier":
+        return charbonnier(output, target)
+    if kind == "l1":
+        return l1(output, target)
+    raise ValueError(f"unknown pixel loss {kind!r}: use {', '.join(PIXEL_LOSSES)}")
+
+
+class LPIPSLoss(nn.Module):
+    """LPIPS distance on [0, 1] images; frozen, always in eval mode, gradients flow to the inputs only.
+
+    The network comes from :func:`deblurcli.metrics.make_lpips`, which bounds the backbone download and
+    says how to pre-place the file. ``pretrained_backbone=False`` builds it on a random backbone
+    (lpips' ``pnet_rand``) so tests run offline; users never get that, since such a loss is meaningless.
+    """
+
+    def __init__(self, net: str = "alex", pretrained_backbone: bool = True) -> None:
+        super().__init__()
+        if net not in LPIPS_NETS:
+            raise ValueError(f"unknown LPIPS net {net!r}: use {', '.join(LPIPS_NETS)}")
+        from deblurcli.metrics import make_lpips
+
+        model, note = make_lpips(net, random_backbone=not pretrained_backbone)
+        if model is None:
+            raise WeightsError(f"{note}; or pass --lpips 0 to train without LPIPS")
+        self.net = model
+
+    def train(self, mode: bool = True) -> LPIPSLoss:
+        """Stay in eval mode whatever the caller asks (LPIPS has dropout layers in its heads)."""
+        return super().train(False)
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.net(output.float(), target.float(), normalize=True).mean()
+
+
+def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Critic loss from raw scores on real and fake inputs (penalty for WGAN-GP added separately)."""
+    real, fake = real.float(), fake.float()
+    if kind == "wgan-gp":
+        return fake.mean() - real.mean()
+    if kind == "lsgan":
+        return 0.5 * ((real - 1).pow(2).mean() + fake.pow(2).mean())
+    if kind == "hinge":
+        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+    raise ValueError(f"unknown GAN loss {kind!r}: use {', '.join(GAN_KINDS)}")
+
+
+def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
+    """Generator adversarial loss from the critic's raw scores on the (non-detached) fake."""
+    fake = fake.float()
+    if kind in ("wgan-gp", "hinge"):
+        return -fake.mean()
+    if kind == "lsgan":
+        return 0.5 * (fake - 1).pow(2).mean()
+    raise ValueError(f"unknown GAN loss {kind!r}: use {', '.join(GAN_KINDS)}")
+
+
+def gradient_penalty(
+    critic: nn.Module,
+    cond: torch.Tensor,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    generator: torch.Generator | None = None,
+    weight: float = 10.0,
+) -> torch.Tensor:
+    """WGAN-GP: ``weight * E[(||grad_x D(cond, x_hat)||_2 - 1)^2]`` with x_hat between real and fake.
+
+    The gradient is taken with respect to the image channels only: the condition (the blurry input)
+    is the same for real and fake, so it is not on the path between the two distributions. Computed
+    in fp32 with autocast disabled (see the module docstring).
+    """
+    device_type = real.device.type
+    with torch.autocast(device_type=device_type, enabled=False):
+        real, fake, cond = real.float().detach(), fake.float().detach(), cond.float().detach()
+        eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator)
+        x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+        scores = critic(torch.cat([cond, x_hat], dim=1)).float()
+        (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+        norm = grad.flatten(1).norm(2, dim=1)
+        return weight * (norm - 1).pow(2).mean()
+
