@@ -97,7 +97,7 @@ def model_only(model: nn.Module, photo: Path, device: str) -> tuple[float, float
     from deblurcli.engine import auto_plan, deblur_array
 
     target = resolve_device(device)
-    dtype = resolve_precision("auto", target)
+    dtype = resolve_precision("auto", target, inference=True)
     rgb = np.asarray(Image.open(photo).convert("RGB"), dtype=np.float32) / 255.0
     deblur_array(model, rgb[:256, :256].copy(), device=target, precision=dtype)  # warm-up: allocator, kernels
     tile, batch = auto_plan(model, target, 32)

@@ -6,9 +6,9 @@
 MACs are counted with forward hooks on every Conv2d (output elements x input channels per group x kernel
 area), which is where all these networks spend their compute; the element-wise work of NAFNet's gates and
 norms is left out, as in the papers' GMAC figures. Throughput is from the fastest of ``--reps`` single-image
-forward passes after one warm-up, on the CPU, in fp32, with ``torch.inference_mode``: the minimum, because on
-a shared machine every other run only adds other processes' time. PatchGAN is timed on
-its 6-channel (blurry, candidate) input.
+forward passes after one warm-up, on the CPU, in fp32, with ``torch.inference_mode``, in the layout the engine
+uses (channels_last; ``--layout nchw`` for the plain one): the minimum, because on a shared machine every other
+run only adds other processes' time. PatchGAN is timed on its 6-channel (blurry, candidate) input.
 """
 
 from __future__ import annotations
@@ -42,13 +42,16 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
-def measure(name: str, size: int, reps: int) -> dict[str, float | int | str]:
+def measure(name: str, size: int, reps: int, layout: str = "channels_last") -> dict[str, float | int | str]:
     """Cost figures of preset ``name`` on a ``size x size`` input."""
     arch, config = PRESETS[name]
     torch.manual_seed(0)
     model = build(arch, config).eval()
     channels = config.get("in_channels", 3)
     x = torch.rand(1, channels, size, size)
+    if layout == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     megapixels = size * size / 1e6
     macs = count_macs(model, x)  # also the warm-up run
     times = []
@@ -77,6 +80,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--only", default=None, help="comma-separated preset names (default: all)")
     parser.add_argument("--json", action="store_true", help="one JSON object per model")
+    parser.add_argument("--layout", choices=["channels_last", "nchw"], default="channels_last", help="memory layout")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,10 +89,10 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
     if not args.json:
-        print(f"CPU, {torch.get_num_threads()} threads, fp32, {args.size}x{args.size}, best of {args.reps}")
+        print(f"CPU, {torch.get_num_threads()} threads, fp32, {args.layout}, {args.size}x{args.size}, best of {args.reps}")
         print(f"{'model':<12} {'arch':<9} {'params':>12} {'GMAC/MP':>9} {'GMAC/256²':>10} {'MP/s':>8}")
     for name in names:
-        row = measure(name, args.size, args.reps)
+        row = measure(name, args.size, args.reps, args.layout)
         if args.json:
             print(json.dumps(row))
         else:

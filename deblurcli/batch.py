@@ -14,14 +14,22 @@ Output naming: an explicit output file (``-o sharp.jpg``, one input file) is use
 ``-o DIR`` each output keeps its input's name (sub-folders mirrored); with no ``-o``, ``photo.jpg``
 becomes ``photo_deblurred.jpg`` beside it and a folder ``dir/`` becomes a sibling ``dir_deblurred/``.
 HEIC/HEIF inputs (which we read but cannot write) get a ``.jpg`` output name.
+
+Sharding (``--shard I/N``, for SLURM/Kubernetes job arrays): :func:`shard` keeps the items whose relative
+path hashes to shard I. A hash rather than "every N-th file" so that a file keeps its shard when others
+are added or removed (a re-run after new photos arrive redoes nothing that is done), and so that every
+task computes its share on its own, with no coordinator; the price is that small folders split unevenly.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from deblurcli.errors import DeblurError
 from deblurcli.photo import SUPPORTED_SUFFIXES, WRITABLE_SUFFIXES, is_temp_file
@@ -32,7 +40,9 @@ __all__ = [
     "OutputCollisionError",
     "PlanError",
     "find_inputs",
+    "parse_shard",
     "plan_jobs",
+    "shard",
 ]
 
 #: Files that operating systems and photo managers drop into folders; never photos.
@@ -239,3 +249,46 @@ def _check(jobs: Sequence[Job], *, in_place: bool) -> None:
                 "rename one or write them to different folders"
             )
         claimed[dst_key] = job.src
+
+
+T = TypeVar("T")
+_SHARD_SPEC = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"2/4"`` -> ``(2, 4)``: shard I of N, 1-based. Raises ValueError with a one-line reason."""
+    match = _SHARD_SPEC.fullmatch(spec)
+    if match is None:
+        raise ValueError(f"expected I/N such as 2/4 (shard I of N, counting from 1), got '{spec}'")
+    index, count = int(match[1]), int(match[2])
+    if count < 1:
+        raise ValueError(f"the number of shards must be at least 1, got '{spec}'")
+    if not 1 <= index <= count:
+        raise ValueError(f"shard {index} does not exist: shards are numbered 1 to {count} (got '{spec}')")
+    return index, count
+
+
+def shard_key(item: object) -> str:
+    """What decides an item's shard: its path relative to its input root (``InputFile``/``Job``), as
+    POSIX text, so that the same file lands in the same shard on every node, wherever the data set is
+    mounted; for other items, their string form."""
+    rel = getattr(item, "rel", None)
+    return rel.as_posix() if isinstance(rel, Path) else str(item)
+
+
+def shard_of(key: str, count: int) -> int:
+    """The 1-based shard of ``key`` among ``count``: a fixed hash (not Python's salted ``hash``), so every
+    process and machine agrees."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count + 1
+
+
+def shard(items: Sequence[T], index: int, count: int, *, key: Callable[[T], str] = shard_key) -> list[T]:
+    """The items of shard ``index`` of ``count`` (1-based), in their original order.
+
+    Deterministic and stable: an item's shard depends only on its key, so the ``count`` shards together
+    hold every item exactly once, and adding or removing items moves no other item between shards.
+    """
+    if count < 1 or not 1 <= index <= count:
+        raise ValueError(f"shard {index}/{count} does not exist: shards are numbered 1 to {count}")
+    return [item for item in items if shard_of(key(item), count) == index]

@@ -17,7 +17,13 @@ The plan, in the photo's coordinates:
   margin therefore reproduces the whole-image output, and anything else is cross-faded smoothly.
 
 Failures are handled where they happen: a device out-of-memory error halves the batch, then the tile,
-down to a floor, then raises :class:`~deblurcli.errors.DeblurError`; NaN/inf from fp16/bf16 reruns in fp32.
+down to a floor, then raises :class:`~deblurcli.errors.DeblurError`; NaN/inf from fp16/bf16 reruns in fp32,
+and so does a reduced precision whose output on a probe crop is not within ``MIN_REDUCED_PSNR`` dB of fp32.
+
+Speed (figures in docs/performance.md): on CPU and CUDA the model and the tiles run channels_last (NHWC),
+which is how the tiles are gathered anyway (no transposing copy) and what oneDNN/cuDNN's fastest kernels
+use; on CUDA, tiles are copied from pinned host memory without blocking. ``compile=True`` runs the model
+through ``torch.compile`` (compiled once per model and input shape, then reused).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -45,12 +51,22 @@ MEMORY_FRACTION = {"cpu": 0.25, "mps": 0.3, "cuda": 0.6}
 #: Never plan more than this for activations on the host (keeps a 24 MP photo well under 3 GiB peak).
 HOST_ACTIVATION_CAP = 1 << 30
 #: Peak inference memory / largest single layer output, measured for NAFNet on CPU (7-11x, the local
-#: pool's float64 prefix sums dominate); used to turn a cheap probe into a per-pixel memory estimate.
+#: pool's padded window sums dominate); used to turn a cheap probe into a per-pixel memory estimate.
 PEAK_FACTOR = 12
 #: Most tiles per device batch in an auto plan.
 MAX_AUTO_BATCH = 16
 
+#: A reduced precision must reproduce fp32 on a probe crop at least this well (PSNR, dB, range 1), or the
+#: run falls back to fp32: well above what anyone can see, well below what bf16 gives a healthy NAFNet (~58 dB).
+MIN_REDUCED_PSNR = 45.0
+#: Side of the probe crop for that check (a quarter of a 512 px CPU tile: about 1% of a 12 MP run).
+PROBE_SIDE = 256
+
 ProgressFn = Callable[[int, int], None]
+
+#: The last ``torch.compile`` wrapper and the model it wraps: a folder run reuses one model for every photo,
+#: and keeping only one bounds what the cache holds on to.
+_COMPILED: list[tuple[nn.Module, nn.Module]] = []
 
 
 def _model_geometry(model: nn.Module) -> tuple[int, int]:
@@ -172,29 +188,106 @@ def _axis_plan(length: int, tile: int, stride: int, margin: int, overlap: int) -
     return starts, (rise * fall).to(torch.float32)
 
 
+def _balanced_side(length: int, tile: int, seam: int, multiple: int, floor: int) -> int:
+    """The tile side along one axis: as many tiles as ``tile`` needs, but each only as long as covering needs.
+
+    With a fixed side the last tile is shifted back to end on the border and mostly repeats its neighbour:
+    a 4000 x 3008 photo in 1024 px tiles ran 1.75x its pixels through the model. Shrinking the tiles to share
+    the length evenly (``n`` tiles overlapping by ``seam``) cuts that to 1.22x (and 1.53x -> 1.48x at 512 px).
+    """
+    if tile >= length:
+        return length
+    stride = (tile - seam) // multiple * multiple
+    n = -(-(length - tile) // stride) + 1
+    return min(tile, max(floor, _round_up(-(-(length + (n - 1) * seam) // n), multiple)))
+
+
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     """Map padded coordinates ``>= size`` back into the photo by reflection (replicate if the photo is tiny)."""
     return torch.where(index < size, index, 2 * (size - 1) - index).clamp(0, size - 1)
 
 
+def uses_channels_last(model: nn.Module, device: torch.device) -> bool:
+    """Whether ``model`` runs NHWC on ``device``: convolutional models on CPU (oneDNN) and CUDA (cuDNN).
+
+    MPS gains nothing from it on the networks measured, and a model without 4-D weights has no layout.
+    """
+    return device.type in ("cpu", "cuda") and any(p.dim() == 4 for p in model.parameters())
+
+
+def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tiles to ``device``; to CUDA through pinned memory, so the copy does not stall the host thread."""
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float((a.clamp(0, 1) - b.clamp(0, 1)).double().square().mean())
+    return math.inf if mse == 0 else -10.0 * math.log10(mse)
+
+
+def compiled(model: nn.Module) -> nn.Module:
+    """``torch.compile(model)``, built once per model and reused (compiling costs seconds to minutes)."""
+    if not _COMPILED or _COMPILED[0][0] is not model:
+        _COMPILED[:] = [(model, torch.compile(model, dynamic=False))]
+    return _COMPILED[0][1]
+
+
 @dataclass
 class _Runner:
-    """Runs batches on the device, with the NaN/inf fallback to fp32 remembered across batches."""
+    """Runs batches on the device, with the reduced-precision checks remembered across batches.
+
+    Before the first reduced-precision batch, a probe crop of it runs in both precisions; if they differ by
+    more than ``MIN_REDUCED_PSNR`` allows (weights with large activations, a CPU whose bf16 path rounds
+    badly), the whole run continues in fp32. NaN/inf later in the run also falls back to fp32.
+    """
 
     model: nn.Module
     device: torch.device
     precision: torch.dtype
+    memory_format: torch.memory_format = torch.contiguous_format
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    checked: bool = field(default=False)
+
+    def __post_init__(self) -> None:
+        if self.forward is None:
+            self.forward = self.model
+
+    def _reduced(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.forward is not None
+        with torch.autocast(device_type=self.device.type, dtype=self.precision):
+            return self.forward(x).float()
+
+    def _precision_holds(self, x: torch.Tensor) -> bool:
+        probe = x[:1, :, :PROBE_SIDE, :PROBE_SIDE]
+        assert self.forward is not None
+        low = self._reduced(probe)
+        name = str(self.precision).replace("torch.", "")
+        if not bool(torch.isfinite(low).all()):
+            log.warning("%s produced NaN/inf values; rerunning in fp32", name)
+            return False
+        psnr = _psnr(low, self.forward(probe).float())
+        if psnr >= MIN_REDUCED_PSNR:
+            log.debug("%s matches fp32 at %.1f dB on a probe crop", self.precision, psnr)
+            return True
+        log.warning("%s output is only %.1f dB from fp32 (need %.0f); running in fp32", name, psnr, MIN_REDUCED_PSNR)
+        return False
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        x = batch.to(self.device, non_blocking=True)
+        x = _to_device(batch, self.device).contiguous(memory_format=self.memory_format)
+        assert self.forward is not None
+        if self.precision != torch.float32 and not self.checked:
+            self.checked = True
+            if not self._precision_holds(x):
+                self.precision = torch.float32
         if self.precision != torch.float32:
-            with torch.autocast(device_type=self.device.type, dtype=self.precision):
-                out = self.model(x).float()
+            out = self._reduced(x)
             if bool(torch.isfinite(out).all()):
                 return out.cpu()
             log.warning("%s produced NaN/inf values; rerunning in fp32", str(self.precision).replace("torch.", ""))
             self.precision = torch.float32
-        out = self.model(x).float()
+        out = self.forward(x).float()
         if not bool(torch.isfinite(out).all()):
             raise DeblurError("the model produced NaN/inf values even in fp32: the weights are probably broken")
         return out.cpu()
@@ -206,7 +299,7 @@ def _run_whole(run: _Runner, image: torch.Tensor, multiple: int, progress: Progr
     cols = _reflect(torch.arange(_round_up(w, multiple)), w)
     if progress:
         progress(0, 1)
-    batch = image[rows[:, None], cols[None, :]].permute(2, 0, 1).unsqueeze(0).contiguous()
+    batch = image[rows[:, None], cols[None, :]].permute(2, 0, 1).unsqueeze(0)  # NHWC in memory
     out = run(batch)[0, :, :h, :w].permute(1, 2, 0).contiguous()
     if progress:
         progress(1, 1)
@@ -222,14 +315,15 @@ def _run_tiled(
     multiple: int,
     margin: int,
     overlap: int,
+    floor: int,
     progress: ProgressFn | None,
 ) -> np.ndarray:
     h, w, _ = image.shape
     hp, wp = _round_up(h, multiple), _round_up(w, multiple)
-    th, tw = min(tile, hp), min(tile, wp)
-    stride = (tile - 2 * margin - overlap) // multiple * multiple
-    starts_y, win_y = _axis_plan(hp, th, stride, margin, overlap)
-    starts_x, win_x = _axis_plan(wp, tw, stride, margin, overlap)
+    seam = 2 * margin + overlap
+    th, tw = (_balanced_side(length, tile, seam, multiple, floor) for length in (hp, wp))
+    starts_y, win_y = _axis_plan(hp, th, (th - seam) // multiple * multiple, margin, overlap)
+    starts_x, win_x = _axis_plan(wp, tw, (tw - seam) // multiple * multiple, margin, overlap)
     iy, ix = torch.meshgrid(torch.arange(len(starts_y)), torch.arange(len(starts_x)), indexing="ij")
     iy, ix = iy.reshape(-1), ix.reshape(-1)
     total = len(iy)
@@ -244,7 +338,7 @@ def _run_tiled(
         ys = starts_y[by][:, None] + offs_y[None, :]  # B x th, padded coordinates
         xs = starts_x[bx][:, None] + offs_x[None, :]  # B x tw
         tiles = image[_reflect(ys, h)[:, :, None], _reflect(xs, w)[:, None, :]]  # B x th x tw x 3
-        out = run(tiles.permute(0, 3, 1, 2).contiguous()).permute(0, 2, 3, 1)  # B x th x tw x 3
+        out = run(tiles.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # B x th x tw x 3 (tiles are NHWC in memory)
         wts = win_y[by][:, :, None] * win_x[bx][:, None, :]  # B x th x tw
         flat = ys[:, :, None] * w + xs[:, None, :]
         if crop:
@@ -269,6 +363,7 @@ def deblur_array(
     overlap: int = 32,
     batch_size: int | None = None,
     progress: ProgressFn | None = None,
+    compile: bool = False,
 ) -> np.ndarray:
     """Run ``model`` over an ``H x W x 3`` float32 photo in [0, 1] and return the result, same shape.
 
@@ -276,7 +371,9 @@ def deblur_array(
     tiles (rounded down to the model's size multiple). ``overlap`` is the cross-fade width beyond the
     model's ``tile_margin``. ``batch_size`` tiles go to the device together (None: from free memory).
     ``progress(done, total)`` is called after each batch (``total`` restarts if an OOM forces a smaller
-    tile). The model is put in eval mode (and back afterwards) and moved to ``device``.
+    tile). The model is put in eval mode (and back afterwards) and moved to ``device``; on CPU and CUDA it
+    runs channels_last for the call and is given back with contiguous (NCHW) weights. ``compile`` runs it through
+    ``torch.compile`` (pays only on long runs: the first call per tile shape compiles).
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise DeblurError(f"expected an H x W x 3 RGB array, got shape {tuple(rgb.shape)}")
@@ -294,6 +391,9 @@ def deblur_array(
 
     was_training = model.training
     model.to(device).eval()
+    channels_last = uses_channels_last(model, device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     try:
         if tile is None or (batch_size is None and tile != 0 and device.type == "cuda"):
             auto_tile, auto_batch = auto_plan(model, device, overlap)
@@ -302,7 +402,13 @@ def deblur_array(
         batch_size = batch_size or 1
         tile = whole_side if tile == 0 else max(floor, tile // multiple * multiple)
         batch_size = max(1, batch_size)
-        run = _Runner(model, device, precision)
+        run = _Runner(
+            model,
+            device,
+            precision,
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+            forward=compiled(model) if compile else model,
+        )
         while True:
             try:
                 with torch.inference_mode():
@@ -316,6 +422,7 @@ def deblur_array(
                         multiple=multiple,
                         margin=margin,
                         overlap=overlap,
+                        floor=floor,
                         progress=progress,
                     )
             except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
@@ -336,6 +443,8 @@ def deblur_array(
             log.warning("out of memory on %s; retrying with %d px tiles", device, tile)
     finally:
         model.train(was_training)
+        if channels_last:  # saving (safetensors) and training expect the usual contiguous weights
+            model.to(memory_format=torch.contiguous_format)
 
 
 def check_strength(strength: float) -> None:

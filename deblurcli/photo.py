@@ -22,15 +22,21 @@ Decisions (tested in tests/test_photo.py and tests/test_hostile_files.py):
 * **Bit depth**: 16-bit PNG/TIFF are read at full depth (Pillow decodes 16-bit RGB(A) only to 8 bits, so
   the file is decoded a second time for the low bytes) and written at 16 bits by our own PNG/TIFF pixel
   writers, with Pillow writing a 1x1 template that carries the metadata.
-* **32-bit float TIFF is refused**: such files hold linear or HDR data outside the 0..1 display range the
-  model is trained on, and Pillow cannot decode RGB float TIFFs at all; the message says to export 16-bit.
+* **32-bit float TIFF** (gray, gray+alpha, RGB, RGBA; any compression Pillow has, predictors 1-3) is
+  read and processed as display values in 0..1, the only range the model knows: no tone mapping, values
+  outside 0..1 clipped and NaN/inf zeroed, each with a warning, and the output is 16-bit (a warning says
+  so). Pillow reads only one-channel float TIFFs, so multi-channel ones are opened through a rewritten
+  first IFD (see :func:`_open_float_tiff`). 16/64-bit float, planar float and tiled float files with a
+  predictor are refused with a message saying to export a 16-bit TIFF.
 * **Animation**: animated WebP/PNG/AVIF and multi-page TIFFs are read as their first frame/page with a
   warning, and written as a still image. GIF is refused (a 256-colour palette format, not a photo format).
 * **Decompression bombs**: an image over :data:`MAX_PIXELS` is refused before its pixels are decoded
   unless ``allow_huge``; even then it is refused if decoding it would not fit in available memory.
 * **Atomic writes**: outputs are written to a hidden temporary file in the output folder, fsynced and
   renamed; any failure (disk full, read-only folder, Ctrl-C) removes the temporary file, and an existing
-  file is replaced only when ``overwrite`` is asked for.
+  file is replaced only when ``overwrite`` is asked for. A process killed outright (SIGKILL, power loss)
+  cannot clean up: its leftover is hidden, skipped by input scans, and removed by the next run through
+  :func:`remove_stale_temp_files`, which tells leftovers from live writes by the writer's flock.
 * **XMP sidecars** (``photo.xmp`` or ``photo.jpg.xmp`` beside the input) are copied beside the output by
   :func:`write_photo` itself (through :func:`copy_sidecar`), with their orientation patched too.
 
@@ -41,6 +47,7 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import mmap
 import os
 import re
@@ -49,6 +56,7 @@ import stat
 import struct
 import sys
 import threading
+import time
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -62,6 +70,17 @@ from PIL import Image, ImageCms, PngImagePlugin, features
 
 from deblurcli import __version__
 from deblurcli.errors import PhotoError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so stale temporary files are never removed automatically
+    fcntl = None  # type: ignore[assignment]
+
+# Pillow logs some complaints about a broken file (e.g. "More samples per pixel than can be decoded")
+# before raising; we report each file's problem as one PhotoError line, so without this handler they would
+# reach stderr a second time, raw and without the file's name, through logging's last-resort handler. They
+# still propagate to any handler the application configures.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 __all__ = [
     "MAX_PIXELS",
@@ -77,6 +96,7 @@ __all__ = [
     "find_sidecar",
     "is_temp_file",
     "read_photo",
+    "remove_stale_temp_files",
     "write_photo",
 ]
 
@@ -161,7 +181,8 @@ def read_photo(path: str | os.PathLike[str], *, allow_huge: bool = False) -> Pho
     Raises :class:`PhotoError` with a one-line reason for empty, truncated, corrupt, unsupported or
     too-large files. Images over :data:`MAX_PIXELS` (decompression bombs) are refused unless
     ``allow_huge``. Animated WebP/PNG/AVIF and multi-page TIFF: the first frame/page is read and a
-    warning is added to ``Photo.warnings``. GIF and 32-bit float TIFF are refused (see module doc).
+    warning is added to ``Photo.warnings``. 32-bit float TIFF is read as 0..1 display values (clipped,
+    with a warning) and written back as 16-bit. GIF is refused (see module doc).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -187,11 +208,11 @@ def read_photo(path: str | os.PathLike[str], *, allow_huge: bool = False) -> Pho
     warns: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        im = _open_image(path, head, allow_huge)
+        im, float_layout = _open_image(path, head, allow_huge)
     try:
         with warnings.catch_warnings(record=True) as caught_decoding:
             warnings.simplefilter("always")
-            photo = _decode(path, im, warns)
+            photo = _decode(path, im, warns, float_layout)
         caught += caught_decoding
         for msg in dict.fromkeys(_one_line(w.message) for w in caught):  # Pillow's complaints, once each
             photo.warnings.append(f"decoder: {msg}")
@@ -246,8 +267,13 @@ def _read_formats() -> list[str]:
     return [f for f in ("JPEG", "MPO", "PNG", "WEBP", "TIFF", "AVIF", "HEIF") if f in Image.OPEN]
 
 
-def _open_image(path: Path, head: bytes, allow_huge: bool) -> Image.Image:
-    """Open (header only) with Pillow's own bomb check replaced by ours, which can be lifted."""
+def _open_image(path: Path, head: bytes, allow_huge: bool) -> tuple[Image.Image, _FloatLayout | None]:
+    """Open (header only) with Pillow's own bomb check replaced by ours, which can be lifted.
+
+    Returns the image and, for a multi-channel float TIFF opened through :func:`_open_float_tiff`, how
+    its samples are laid out (else None).
+    """
+    layout: _FloatLayout | None = None
     with _PIL_OPEN_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         saved = Image.MAX_IMAGE_PIXELS
@@ -256,18 +282,22 @@ def _open_image(path: Path, head: bytes, allow_huge: bool) -> Image.Image:
             im = Image.open(path, formats=_read_formats())
         except Image.UnidentifiedImageError:
             other = _sniff(head)
-            if other == "GIF":
+            opened = _open_float_tiff(path) if other == "TIFF layout" else None
+            if opened is not None:
+                im, layout = opened
+            elif other == "GIF":
                 raise PhotoError("GIF is not supported (a 256-colour palette format): convert it to PNG") from None
-            if other == "TIFF layout":
+            elif other == "TIFF layout":
                 raise PhotoError(
-                    "unsupported TIFF sample layout (e.g. 32-bit float RGB or 16-bit gray+alpha): "
+                    "unsupported TIFF sample layout (e.g. 32-bit integer RGB or 16-bit gray+alpha): "
                     "export an 8- or 16-bit RGB TIFF"
                 ) from None
-            if other:
+            elif other:
                 raise PhotoError(f"{other} files are not supported (JPEG, PNG, WebP, TIFF, HEIC, AVIF are)") from None
-            raise PhotoError(
-                "not a recognised image: the content is not JPEG, PNG, WebP, TIFF, HEIC or AVIF"
-            ) from None
+            else:
+                raise PhotoError(
+                    "not a recognised image: the content is not JPEG, PNG, WebP, TIFF, HEIC or AVIF"
+                ) from None
         except MemoryError:
             raise PhotoError("not enough memory to open this image") from None
         except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError) as e:
@@ -275,6 +305,8 @@ def _open_image(path: Path, head: bytes, allow_huge: bool) -> Image.Image:
         finally:
             Image.MAX_IMAGE_PIXELS = saved
     w, h = im.size
+    if layout is not None:
+        w //= layout.samples  # the float view is samples-times wider than the photo
     if w <= 0 or h <= 0:
         im.close()
         raise PhotoError(f"invalid image size {w}x{h}")
@@ -285,13 +317,20 @@ def _open_image(path: Path, head: bytes, allow_huge: bool) -> Image.Image:
             "safety limit (possible decompression bomb); pass --allow-huge if it is real"
         )
     if w * h > MAX_PIXELS:
-        _check_memory(w, h, im)
-    return im
+        _check_memory(w, h, im, 1 if layout is None else layout.samples)
+    return im, layout
 
 
-def _check_memory(w: int, h: int, im: Image.Image) -> None:
-    """Refuse, before allocating, an image whose decode would not fit in available memory."""
-    need = w * h * (len(im.getbands()) * 2 + 16)  # decoded + float32 RGB + alpha
+def _check_memory(w: int, h: int, im: Image.Image, samples: int) -> None:
+    """Refuse, before allocating, an image whose decode would not fit in available memory.
+
+    ``samples`` is the number of samples per pixel behind each band: more than 1 for a float TIFF view.
+    """
+    if im.mode == "F":  # float32 decoded, then a float32 copy per sample
+        per_pixel = 8 * samples
+    else:  # up to 16 bits per band decoded
+        per_pixel = len(im.getbands()) * 2
+    need = w * h * (per_pixel + 16)  # + float32 RGB + alpha
     avail = _memory_available()
     if avail is not None and need > avail:
         raise PhotoError(
@@ -309,6 +348,129 @@ def _memory_available() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+@dataclass(frozen=True)
+class _FloatLayout:
+    """How a multi-channel 32-bit float TIFF was opened as a one-channel float image ``samples`` times
+    wider (see :func:`_open_float_tiff`), and what is left to undo after decoding."""
+
+    samples: int  #: samples per pixel: 2 (gray + alpha), 3 (RGB) or 4 (RGBA)
+    predictor: int  #: 1 none, 2 horizontal, 3 floating point: 2 and 3 are undone by us
+    byteorder: str  #: "<" or ">", the file's
+
+
+_FLOAT_TIFF_TAGS = {256: 4, 258: 3, 262: 3, 277: 3, 317: 3, 322: 4, 339: 3}  # tags the view rewrites: type
+
+
+def _open_float_tiff(path: Path) -> tuple[Image.Image, _FloatLayout] | None:
+    """Open a 32-bit float RGB(A) or gray+alpha TIFF, which Pillow refuses, through Pillow all the same.
+
+    Pillow reads only one-channel float TIFFs (mode "F"). A contiguous float TIFF of width W with S
+    samples per pixel has exactly the rows of a one-channel float TIFF of width W*S, so we give Pillow the
+    file's bytes with a new first IFD saying just that (every other entry copied, so compression, strips
+    or tiles, resolution, ICC, XMP and the EXIF pointer all still point into the same bytes); it then
+    decompresses with every codec it has. The predictor is turned off in the view because its stride is
+    the sample count: :func:`_undo_float_predictor` applies it afterwards. Returns None when the file is
+    not a float TIFF (the caller's refusal then stands); raises PhotoError for float layouts we refuse.
+    """
+    try:
+        data = path.read_bytes()
+        block = _ExifBlock(data)
+    except MemoryError:
+        raise PhotoError("not enough memory to open this image") from None
+    except OSError as e:
+        raise PhotoError(f"cannot open: {e.strerror or e}") from None
+    except (_ExifFormatError, struct.error):
+        return None
+    entries = block.ifd0.entries
+
+    def ints(tag: int, default: int) -> list[int]:
+        entry = entries.get(tag)
+        if entry is None or entry.value_at is None or entry.type not in (1, 3, 4) or not 0 < entry.count <= 64:
+            return [default]
+        fmt = {1: "B", 3: "H", 4: "I"}[entry.type]
+        return list(struct.unpack_from(f"{block.e}{entry.count}{fmt}", data, entry.value_at))
+
+    if set(ints(339, 1)) != {3}:
+        return None  # not floating point: some other layout Pillow cannot read
+    bits, samples, photometric = ints(258, 1), ints(277, 1)[0], ints(262, -1)[0]
+    extra, predictor, tiled = ints(338, -1), ints(317, 1)[0], 322 in entries
+    if set(bits) != {32}:
+        raise PhotoError(f"{max(bits)}-bit floating-point TIFF is not supported: export a 16-bit TIFF")
+    colours = {1: 1, 2: 3}.get(photometric)
+    if colours is None or samples != colours + (1 if 338 in entries and len(extra) == 1 else 0) or samples < 2:
+        raise PhotoError("unsupported floating-point TIFF layout (only gray, gray+alpha, RGB and RGBA are read): "
+                         "export a 16-bit TIFF")
+    if ints(284, 1)[0] != 1:
+        raise PhotoError("planar floating-point TIFF is not supported: export it with interleaved samples")
+    if predictor not in (1, 2, 3) or (predictor != 1 and tiled):
+        raise PhotoError("tiled floating-point TIFF with a predictor is not supported: export it without "
+                         "a predictor or as a 16-bit TIFF")
+    e = block.e
+    table = {tag: data[entry.pos:entry.pos + 12] for tag, entry in entries.items() if tag != 338}
+    width = ints(256, 0)[0]
+    new_values = {256: width * samples, 258: 32, 262: 1, 277: 1, 317: 1, 339: 3}
+    if tiled:
+        new_values[322] = ints(322, 0)[0] * samples
+    for tag, value in new_values.items():
+        typ = _FLOAT_TIFF_TAGS[tag]
+        if value > 0xFFFFFFFF:  # only the widths grow; a forged one must not overflow the LONG
+            raise PhotoError(f"floating-point TIFF {width} pixels wide is too wide to read")
+        packed = struct.pack(e + "HH", value, 0) if typ == 3 else struct.pack(e + "I", value)
+        table[tag] = struct.pack(e + "HHI", tag, typ, 1) + packed
+    at = len(data) + (len(data) & 1)
+    ifd = struct.pack(e + "H", len(table)) + b"".join(table[t] for t in sorted(table)) + bytes(4)
+    view = bytearray(data) + bytes(at - len(data)) + ifd
+    struct.pack_into(e + "I", view, 4, at)
+    try:
+        im = Image.open(io.BytesIO(bytes(view)), formats=["TIFF"])
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError) as err:
+        raise PhotoError(f"corrupt floating-point TIFF ({_one_line(err)})") from None  # (raised in a handler)
+    if im.mode != "F":
+        im.close()
+        raise PhotoError("unsupported floating-point TIFF layout: export a 16-bit TIFF")
+    return im, _FloatLayout(samples, predictor, e)
+
+
+def _decode_float(im: Image.Image, layout: _FloatLayout | None, warns: list[str]) -> np.ndarray:
+    """float32 H x W x C in [0, 1] from a 32-bit float TIFF: non-finite samples zeroed, others clipped.
+
+    Float TIFFs hold scene-linear or HDR values that may leave 0..1; the model knows only display values,
+    so they are read as such (no tone mapping) and what had to be clipped is said in a warning.
+    """
+    # libtiff hands Pillow native-order floats but Pillow then byte-swaps big-endian files a second time
+    # (garbage values, silently): tell it the data are native.
+    im.tile = [t._replace(args=_swap_rawmode(t.args, "F;32NF")) if t[0] == "libtiff" else t for t in im.tile]
+    im.load()
+    samples = 1 if layout is None else layout.samples
+    a = np.asarray(im, dtype=np.float32)
+    if layout is not None and layout.predictor != 1:
+        a = _undo_float_predictor(a, layout)
+    a = a.reshape(a.shape[0], a.shape[1] // samples, samples)
+    finite = np.isfinite(a)
+    warns.append("32-bit floating-point TIFF read as display values 0..1 (no tone mapping): output is 16-bit")
+    if not finite.all():
+        warns.append(f"{a.size - int(finite.sum())} NaN or infinite samples set to 0")
+        a = np.where(finite, a, np.float32(0.0))
+    outside = int(np.count_nonzero((a < 0.0) | (a > 1.0)))
+    if outside:
+        warns.append(f"{100.0 * outside / a.size:.2g}% of the samples lay outside 0..1 (HDR or linear data) "
+                     "and were clipped")
+        a = np.clip(a, 0.0, 1.0)
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _undo_float_predictor(a: np.ndarray, layout: _FloatLayout) -> np.ndarray:
+    """Apply TIFF predictor 2 (horizontal, on the 32-bit words) or 3 (floating point: bytes split into
+    planes, most significant first, then differenced) to rows decoded without it."""
+    h, n = a.shape
+    words = a.view(np.uint32).reshape(h, n // layout.samples, layout.samples)
+    if layout.predictor == 2:
+        return np.cumsum(words, axis=1, dtype=np.uint32).view(np.float32).reshape(h, n)
+    stream = words.astype(np.dtype(layout.byteorder + "u4")).view(np.uint8).reshape(h, -1, layout.samples)
+    stream = np.cumsum(stream, axis=1, dtype=np.uint8).reshape(h, 4, n)
+    return np.ascontiguousarray(stream.transpose(0, 2, 1)).view(">f4").astype(np.float32).reshape(h, n)
 
 
 # Pillow decodes 16-bit RGB(A) to 8 bits by taking each sample's most significant byte. Decoding once more
@@ -369,7 +531,7 @@ def _decode_16bit_rgb(path: Path, im: Image.Image) -> tuple[np.ndarray, bool] | 
     return (hi.astype(np.uint16) << 8) | lo, False
 
 
-def _decode(path: Path, im: Image.Image, warns: list[str]) -> Photo:
+def _decode(path: Path, im: Image.Image, warns: list[str], float_layout: _FloatLayout | None = None) -> Photo:
     fmt = im.format or "?"
     source_im = im  # ``im`` may be replaced by a converted copy, which has lost the file's metadata
     frames = int(getattr(im, "n_frames", 1) or 1)
@@ -377,8 +539,6 @@ def _decode(path: Path, im: Image.Image, warns: list[str]) -> Photo:
         kind = "pages" if fmt == "TIFF" else "frames"
         warns.append(f"{'multi-page' if fmt == 'TIFF' else 'animated'} {fmt} with {frames} {kind}: "
                      f"only the first is processed and the output is a single image")
-    if im.mode == "F" or (im.mode == "I" and fmt == "TIFF" and im.tag_v2.get(339) == 3):
-        raise PhotoError("32-bit floating-point TIFF is not supported (linear/HDR data): export a 16-bit TIFF")
     if im.mode in ("I", "I;32", "I;32S"):
         raise PhotoError("32-bit integer images are not supported: export a 16-bit TIFF or PNG")
     if im.mode == "LAB":
@@ -395,7 +555,13 @@ def _decode(path: Path, im: Image.Image, warns: list[str]) -> Photo:
     source_mode = im.mode
 
     wide = _decode_16bit_rgb(path, im) if fmt in ("PNG", "TIFF") else None
-    if wide is not None:
+    if im.mode == "F":
+        pixels = _decode_float(im, float_layout, warns)
+        grayscale = pixels.shape[-1] in (1, 2)
+        bit_depth, maxval = 16, 1.0
+        info = dict(im.info)
+        icc = info.get("icc_profile") or icc
+    elif wide is not None:
         pixels, grayscale = wide
         bit_depth, maxval = 16, 65535.0
         info = dict(im.info)  # PNG text/eXIf after IDAT only appear once loaded
@@ -768,7 +934,9 @@ class _ExifBlock:
     def edited(self, width: int, height: int, software: str) -> bytes:
         """The block with Orientation 1, pixel dimensions, Software, and no thumbnail."""
         buf = bytearray(self.blob)
-        self._set_int(buf, self.ifd0.entries.get(0x0112), 1)
+        orientation = self.ifd0.entries.get(0x0112)
+        if orientation is not None:  # rewritten whole: a malformed entry (count > 1, odd type) must say 1 too
+            buf[orientation.pos:orientation.pos + 12] = struct.pack(self.e + "HHIH2x", 0x0112, 3, 1, 1)
         for ifd, wtag, htag in ((self.exif, 0xA002, 0xA003), (self.ifd0, 0x0100, 0x0101)):
             if ifd is not None:
                 self._set_int(buf, ifd.entries.get(wtag), width)
@@ -1172,48 +1340,49 @@ def _write_tiff(fh: BinaryIO, pixels: np.ndarray, bits: int, meta: _Meta, warns:
     h, w, c = pixels.shape
     if meta.xmp_extension:
         warns.append("extended XMP (JPEG-only) not carried")
-    tags = Image.Exif()
-    if meta.exif:
-        try:
-            tags.load(b"Exif\x00\x00" + meta.exif)
-            for tag in list(tags):
-                if tag in _TIFF_STRUCTURE_TAGS:
-                    del tags[tag]
-            # Pillow's TIFF writer nests only top-level IFDs: hand it the Interop IFD as a dict so that it
-            # is written as a sub-IFD instead of as a stale offset into the old block.
-            exif_ifd = tags.get_ifd(0x8769)
-            if 0xA005 in exif_ifd:
-                interop = tags.get_ifd(0xA005)
-                if interop:
-                    exif_ifd[0xA005] = interop
-                else:
-                    del exif_ifd[0xA005]
-        except Exception as e:
-            warns.append(f"EXIF dropped: TIFF cannot hold it ({_one_line(e)})")
-            tags = Image.Exif()
-    if meta.xmp:
-        tags[700] = meta.xmp
-    if meta.iptc:
-        tags[33723] = meta.iptc
-    if meta.photoshop:
-        tags[34377] = meta.photoshop
-    tags[317] = 2  # Predictor: Pillow copies the tag verbatim; it describes the strips we append
-    kwargs: dict[str, object] = {"exif": tags}
-    if meta.icc:
-        kwargs["icc_profile"] = meta.icc
-    if meta.dpi:
-        kwargs["dpi"] = meta.dpi
-    buf = io.BytesIO()
-    try:
-        _pil_image(np.zeros((1, 1, c), np.uint8)).save(buf, "TIFF", compression="raw", **kwargs)
-    except Exception as e:  # odd EXIF values Pillow cannot lay out: keep the rest
-        warns.append(f"EXIF dropped: TIFF cannot hold it ({_one_line(e)})")
-        keep = {t: tags[t] for t in (700, 33723, 34377, 317) if t in tags}
+    with _collect_warnings(warns, "EXIF for TIFF"):  # Pillow parses the EXIF again here
         tags = Image.Exif()
-        for t, v in keep.items():
-            tags[t] = v
+        if meta.exif:
+            try:
+                tags.load(b"Exif\x00\x00" + meta.exif)
+                for tag in list(tags):
+                    if tag in _TIFF_STRUCTURE_TAGS:
+                        del tags[tag]
+                # Pillow's TIFF writer nests only top-level IFDs: hand it the Interop IFD as a dict so that it
+                # is written as a sub-IFD instead of as a stale offset into the old block.
+                exif_ifd = tags.get_ifd(0x8769)
+                if 0xA005 in exif_ifd:
+                    interop = tags.get_ifd(0xA005)
+                    if interop:
+                        exif_ifd[0xA005] = interop
+                    else:
+                        del exif_ifd[0xA005]
+            except Exception as e:
+                warns.append(f"EXIF dropped: TIFF cannot hold it ({_one_line(e)})")
+                tags = Image.Exif()
+        if meta.xmp:
+            tags[700] = meta.xmp
+        if meta.iptc:
+            tags[33723] = meta.iptc
+        if meta.photoshop:
+            tags[34377] = meta.photoshop
+        tags[317] = 2  # Predictor: Pillow copies the tag verbatim; it describes the strips we append
+        kwargs: dict[str, object] = {"exif": tags}
+        if meta.icc:
+            kwargs["icc_profile"] = meta.icc
+        if meta.dpi:
+            kwargs["dpi"] = meta.dpi
         buf = io.BytesIO()
-        _pil_image(np.zeros((1, 1, c), np.uint8)).save(buf, "TIFF", compression="raw", **{**kwargs, "exif": tags})
+        try:
+            _pil_image(np.zeros((1, 1, c), np.uint8)).save(buf, "TIFF", compression="raw", **kwargs)
+        except Exception as e:  # odd EXIF values Pillow cannot lay out: keep the rest
+            warns.append(f"EXIF dropped: TIFF cannot hold it ({_one_line(e)})")
+            keep = {t: tags[t] for t in (700, 33723, 34377, 317) if t in tags}
+            tags = Image.Exif()
+            for t, v in keep.items():
+                tags[t] = v
+            buf = io.BytesIO()
+            _pil_image(np.zeros((1, 1, c), np.uint8)).save(buf, "TIFF", compression="raw", **{**kwargs, "exif": tags})
     template = bytearray(buf.getvalue())
     tiff = _ExifBlock(bytes(template))  # same IFD structure as EXIF: reuse the parser
     e = tiff.e
@@ -1330,6 +1499,68 @@ def is_temp_file(name: str) -> bool:
     return name.startswith(".") and TEMP_TAG in name
 
 
+#: A temporary file younger than this is never taken for a killed run's leftover: its writer may not have
+#: locked it yet (it locks right after creating it).
+STALE_TEMP_AGE_S = 60.0
+
+
+def _lock_temp(fd: int) -> int:
+    """Hold an exclusive flock on a temporary file for as long as the returned descriptor stays open.
+
+    The lock marks the file as live for :func:`remove_stale_temp_files`. It is taken on a duplicate
+    descriptor (same open file description) so that it outlives the write handle and covers the rename.
+    Returns -1 where flock is unavailable or refused (the file is then protected by its age only).
+    """
+    if fcntl is None:
+        return -1
+    lock_fd = os.dup(fd)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(lock_fd)
+        return -1
+    return lock_fd
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that killed processes (SIGKILL, power loss) left in ``folder``.
+
+    Only our own names (:func:`is_temp_file`) are considered, and only those no process is writing: a
+    live one is flock-ed by its writer for the whole write (see :func:`atomic_output`), and one younger
+    than :data:`STALE_TEMP_AGE_S` is left alone as well, so a second ``deblur`` writing into the same folder
+    is never disturbed. Not recursive. Without flock (Windows) nothing is removed. Returns what was removed;
+    never raises for a folder that is missing or unreadable.
+    """
+    if fcntl is None:
+        return []
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    now = time.time()
+    for entry in entries:
+        if not is_temp_file(entry.name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < STALE_TEMP_AGE_S:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its writer is alive
+            if os.fstat(fd).st_ino == st.st_ino:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
 def _current_umask() -> int:
     with _UMASK_LOCK:
         mask = os.umask(0o022)
@@ -1361,7 +1592,8 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> It
     The data go to a hidden temporary file in the same folder (``.<name>.deblurcli-tmp-XXXX``), are
     fsynced, and the file is renamed over ``path`` (or, without ``overwrite``, hard-linked so that a file
     that appeared meanwhile is never clobbered). On any exception, KeyboardInterrupt included, the
-    temporary file is removed. Missing parent folders are created. OSErrors become :class:`PhotoError`
+    temporary file is removed. The temporary file is flock-ed until then, so that
+    :func:`remove_stale_temp_files` can tell a live write from a killed process's leftover. Missing parent folders are created. OSErrors become :class:`PhotoError`
     (:class:`DiskFullError` for a full disk) with a one-line reason.
     """
     path = Path(path)
@@ -1375,7 +1607,9 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> It
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
     except OSError as e:
         raise _write_error(e, path) from None
+    lock_fd = -1
     try:
+        lock_fd = _lock_temp(fd)
         try:
             mode = stat.S_IMODE(path.stat().st_mode)
         except OSError:
@@ -1412,6 +1646,8 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> It
             pass
         except OSError:
             pass
+        if lock_fd >= 0:
+            os.close(lock_fd)  # only now: the lock covered the rename and the clean-up
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = True) -> None:
@@ -1432,6 +1668,16 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextmanager
+def _collect_warnings(warns: list[str], prefix: str) -> Iterator[None]:
+    """Python warnings raised in the block (Pillow's "Corrupt EXIF data", ...) as our one-line warnings,
+    instead of raw ``file.py:123: UserWarning`` lines on the user's terminal."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    warns.extend(f"{prefix}: {msg}" for msg in dict.fromkeys(_one_line(w.message) for w in caught))
 
 
 def _one_line(e: BaseException) -> str:

@@ -296,3 +296,50 @@ def test_two_processes_on_the_same_folder(tmp_path: Path, model_file: Path) -> N
     assert sorted(p.name for p in out.iterdir()) == [f"{i:02d}.png" for i in range(12)]
     for i in range(12):
         assert np.array_equal(pixels(out / f"{i:02d}.png"), expected(tmp_path / "in" / f"{i:02d}.png"))
+
+
+def test_shards_of_a_job_array_cover_the_folder_exactly_once(tmp_path: Path, model_file: Path) -> None:
+    for i in range(7):
+        photo(tmp_path / "in" / ("sub" if i % 2 else "") / f"{i}.png", seed=i)
+    seen: list[str] = []
+    for index in (1, 2, 3):
+        result = deblur(tmp_path / "in", "-r", "-o", tmp_path / "out", "--weights", model_file, "--json", "--shard", f"{index}/3")
+        assert result.exit_code == 0, result.output
+        seen += [json.loads(line)["input"] for line in result.stdout.splitlines()]
+    assert sorted(seen) == sorted(str(p) for p in (tmp_path / "in").rglob("*.png"))  # each once
+    assert sorted(p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*.png")) == sorted(
+        p.relative_to(tmp_path / "in") for p in (tmp_path / "in").rglob("*.png"))
+
+
+def test_empty_shard_exits_0_with_a_note(tmp_path: Path, model_file: Path) -> None:
+    from deblurcli.batch import shard_of
+
+    src = photo(tmp_path / "in" / "only.png")
+    empty = 3 - shard_of("only.png", 2)  # the shard of 2 that the single photo is not in
+    result = deblur(tmp_path / "in", "-o", tmp_path / "out", "--weights", model_file, "--shard", f"{empty}/2")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert f"shard {empty}/2 has no photos (the 1 found all fall in other shards)" in result.stderr
+    assert not (tmp_path / "out").exists()
+    result = deblur(src, "-o", tmp_path / "out", "--weights", model_file, "--shard", f"{3 - empty}/2")
+    assert result.exit_code == 0 and (tmp_path / "out" / "only.png").is_file()
+
+
+@pytest.mark.parametrize("spec", ["0/4", "5/4", "2", "two/4"])
+def test_bad_shard_spec_is_a_usage_error(tmp_path: Path, model_file: Path, spec: str) -> None:
+    photo(tmp_path / "in" / "a.png")
+    result = deblur(tmp_path / "in", "-o", tmp_path / "out", "--weights", model_file, "--shard", spec)
+    assert result.exit_code == 2 and "--shard" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_json_lines_carry_model_time_and_folder_order(tmp_path: Path, model_file: Path) -> None:
+    for i in range(5):
+        photo(tmp_path / "in" / f"{i}.png", seed=i)
+    (tmp_path / "in" / "2.png").write_bytes(b"broken")
+    result = deblur(tmp_path / "in", "-o", tmp_path / "out", "--weights", model_file, "--json")
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.exit_code == 1 and [Path(r["input"]).name for r in records] == [f"{i}.png" for i in range(5)]
+    assert [r["status"] for r in records] == ["done", "done", "failed", "done", "done"]
+    assert all(0 < r["model_seconds"] <= r["seconds"] for r in records if r["status"] == "done")
+    for i in (0, 1, 3, 4):
+        assert np.array_equal(pixels(tmp_path / "out" / f"{i}.png"), expected(tmp_path / "in" / f"{i}.png"))

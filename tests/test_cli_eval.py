@@ -212,3 +212,35 @@ def test_tiny_model_through_weights(tmp_path: Path, dataset, bias: float) -> Non
     again = run("--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "saved"), "--lpips-net", "none", "--json", str(tmp_path / "o.json"))
     assert again.exit_code == 0
     assert strict_json(tmp_path / "o.json")["mean"] == report["mean"]
+
+
+def test_max_shift_forgives_a_displaced_output(tmp_path: Path) -> None:
+    """A sharp copy displaced by (2, -1) px is perfect with --max-shift 2 or more, and not without it."""
+    rng = np.random.default_rng(1)
+    sharp = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    blur = np.clip(sharp.astype(int) + rng.integers(-30, 31, sharp.shape), 0, 255).astype(np.uint8)
+    save(tmp_path / "pairs" / "blur" / "a.png", blur)
+    save(tmp_path / "pairs" / "sharp" / "a.png", sharp)
+    save(tmp_path / "outs" / "a.png", np.roll(sharp, (2, -1), axis=(0, 1)))
+    args = ("--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "outs"), "--lpips-net", "none")
+
+    shifted = run(*args, "--max-shift", "2", "--json", str(tmp_path / "s.json"))
+    assert shifted.exit_code == 0, shifted.output
+    assert "best over shifts of up to ±2 px" in shifted.stdout
+    report = strict_json(tmp_path / "s.json")
+    im = report["images"][0]
+    assert report["settings"]["max_shift"] == 2
+    assert (im["width"], im["height"]) == (W - 4, H - 4)
+    assert im["output"]["psnr"] is None and im["output"]["ssim"] == pytest.approx(1.0, abs=1e-6)  # inf -> null
+    assert im["input"]["psnr"] == pytest.approx(metrics.shift_tolerant_psnr(blur / 255.0, sharp / 255.0, 2))
+
+    aligned = run(*args, "--json", str(tmp_path / "a.json"))
+    assert aligned.exit_code == 0
+    im = strict_json(tmp_path / "a.json")["images"][0]
+    assert im["output"]["psnr"] < 15 and im["output"]["ssim"] < 0.2
+    assert run(*args, "--max-shift", "1", "--json", str(tmp_path / "1.json")).exit_code == 0
+    assert strict_json(tmp_path / "1.json")["images"][0]["output"]["psnr"] < 15  # a window too small to undo it
+
+    too_big = run(*args, "--max-shift", "22")
+    assert too_big.exit_code == 1 and "max shift of 22 px leaves nothing" in too_big.stderr
+    assert "--max-shift" in run("--help").stdout

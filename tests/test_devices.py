@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -63,6 +66,24 @@ def test_precision_auto_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_precision("auto", torch.device("cuda", 0)) == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert resolve_precision("auto", torch.device("cuda", 0)) == torch.float16
+
+
+def test_auto_cpu_inference_uses_bf16_only_where_native(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert resolve_precision("auto", CPU, inference=True) == torch.float32
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert resolve_precision("auto", CPU, inference=True) == torch.bfloat16
+    assert resolve_precision("auto", CPU) == torch.float32  # training keeps fp32
+    assert resolve_precision("fp32", CPU, inference=True) == torch.float32
+    monkeypatch.setattr(devices, "_autocast_runs", lambda *a: False)  # a build without CPU autocast
+    assert resolve_precision("auto", CPU, inference=True) == torch.float32
+
+
+def test_cpu_flags_read_from_cpuinfo() -> None:
+    flags = devices.cpu_flags()
+    assert isinstance(flags, frozenset)
+    if Path("/proc/cpuinfo").is_file() and platform.machine() in ("x86_64", "AMD64"):
+        assert "sse2" in flags  # every x86-64 CPU has it
 
 
 def test_explicit_precision(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from deblurcli import engine
 from deblurcli.engine import (
     apply_strength,
     auto_plan,
@@ -232,3 +233,98 @@ def test_strength_blends_and_validates() -> None:
     assert np.allclose(apply_strength(original, np.full((2, 2, 3), 0.6, np.float32), 1.0), 0.6)
     with pytest.raises(DeblurError, match="between 0 and 1"):
         apply_strength(original, original.copy(), 1.5)
+
+
+class NoisyUnderAutocast(LocalConv):
+    """Finite but visibly wrong in reduced precision (a stand-in for weights whose activations bf16 rounds badly)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        return out + 0.05 * torch.sin(97 * x) if torch.is_autocast_enabled("cpu") else out
+
+
+def test_reduced_precision_below_45_db_falls_back_to_fp32(caplog: pytest.LogCaptureFixture) -> None:
+    rgb = _photo(64, 64)
+    out = deblur_array(NoisyUnderAutocast(), rgb, device=CPU, precision=torch.bfloat16, tile=0)
+    assert np.array_equal(out, deblur_array(LocalConv(), rgb, device=CPU, tile=0))
+    assert "dB from fp32 (need 45)" in caplog.text
+
+
+def test_nafnet_bf16_passes_the_probe_and_stays_within_45_db(caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(3)
+    net = NAFNet(width=8, enc_blk_nums=[1, 1], middle_blk_num=1, dec_blk_nums=[1, 1], local_pool=32)
+    for name, p in net.named_parameters():
+        if name.endswith(("beta", "gamma")):
+            torch.nn.init.normal_(p, std=0.3)
+    rgb = _photo(176, 144)
+    low = deblur_array(net, rgb, device=CPU, precision=torch.bfloat16, tile=128, overlap=8)
+    assert "fp32" not in caplog.text  # no fallback happened
+    assert _psnr(low, deblur_array(net, rgb, device=CPU, tile=128, overlap=8)) > 45
+
+
+class RecordsLayout(LocalConv):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layouts: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.layouts.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return super().forward(x)
+
+
+def test_cpu_runs_channels_last_and_gives_contiguous_weights_back() -> None:
+    model, rgb = RecordsLayout(), _photo(70, 90)
+    ref = deblur_array(LocalConv(), rgb, device=CPU, tile=48, overlap=8)
+    out = deblur_array(model, rgb, device=CPU, tile=48, overlap=8)
+    assert model.layouts and all(model.layouts)  # every batch arrived NHWC in memory
+    assert np.allclose(out, ref, atol=1e-6)
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_cuda_copies_go_through_pinned_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GPU here: check the wiring (pin, then a non-blocking copy) on a tensor whose methods are recorded."""
+    calls: list[tuple[str, object]] = []
+    batch = torch.zeros(1, 3, 4, 4)
+
+    def pin_memory(self: torch.Tensor) -> torch.Tensor:
+        calls.append(("pin", None))
+        return self
+
+    def to(self: torch.Tensor, device: torch.device, non_blocking: bool = False) -> torch.Tensor:
+        calls.append(("to", (str(device), non_blocking)))
+        return self
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin_memory)
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    engine._to_device(batch, torch.device("cuda", 0))
+    assert calls == [("pin", None), ("to", ("cuda:0", True))]
+    calls.clear()
+    engine._to_device(batch, CPU)
+    assert calls == [("to", ("cpu", False))]
+
+
+def test_channels_last_only_for_conv_models_on_cpu_and_cuda() -> None:
+    assert engine.uses_channels_last(LocalConv(), CPU)
+    assert engine.uses_channels_last(LocalConv(), torch.device("cuda", 0))
+    assert not engine.uses_channels_last(LocalConv(), torch.device("mps"))
+    assert not engine.uses_channels_last(TileMeanShift(), CPU)  # no 4-D weights: nothing to reorder
+
+
+def test_compile_wraps_once_and_is_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.compile itself takes minutes on this CPU; a recording stand-in checks the engine's use of it."""
+    compiled: list[nn.Module] = []
+
+    def fake_compile(model: nn.Module, **kwargs: object) -> nn.Module:
+        compiled.append(model)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(engine, "_COMPILED", [])
+    model, rgb = RecordsLayout(), _photo(40, 40)
+    first = deblur_array(model, rgb, device=CPU, tile=0, compile=True)
+    deblur_array(model, rgb, device=CPU, tile=0, compile=True)
+    assert compiled == [model] and len(model.layouts) == 2
+    other = LocalConv()
+    deblur_array(other, rgb, device=CPU, tile=0, compile=True)
+    assert compiled == [model, other]
+    assert np.array_equal(first, deblur_array(LocalConv(), rgb, device=CPU, tile=0))

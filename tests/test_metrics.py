@@ -199,3 +199,85 @@ def test_make_lpips_none_and_unknown() -> None:
     assert metrics.make_lpips("none") == (None, "LPIPS not computed (--lpips-net none)")
     with pytest.raises(DeblurError, match="unknown LPIPS backbone"):
         metrics.make_lpips("resnet")
+
+
+# ------------------------------------------------------------------------------ scoring up to a shift
+
+
+def shifted_copy(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``out[y, x] = a[y - dy, x - dx]``: the image displaced by (dy, dx) (wrapped rows/columns stay at the edge)."""
+    return np.roll(a, (dy, dx), axis=(0, 1))
+
+
+def test_shift_errors_match_a_brute_force_search() -> None:
+    out, tgt = uint8_pair(40, 52, seed=7, noise=6)
+    out, tgt = as_float(shifted_copy(out, 2, -1)), as_float(tgt)
+    s = 3
+    brute = np.array([
+        [np.mean((out[s + dy : 40 - s + dy, s + dx : 52 - s + dx].astype(np.float64) - tgt[s:-s, s:-s]) ** 2)
+         for dx in range(-s, s + 1)]
+        for dy in range(-s, s + 1)
+    ])
+    errors = metrics.shift_errors(out, tgt, s)
+    assert errors.shape == (7, 7)
+    assert errors == pytest.approx(brute, abs=1e-12)
+    dy, dx, mse = metrics.best_shift(out, tgt, s)
+    assert (dy, dx) == (2, -1) and mse == pytest.approx(brute.min(), abs=0)
+
+
+def test_shift_ssims_match_piq_at_every_shift(monkeypatch) -> None:
+    import piq
+    import torch
+
+    out, tgt = uint8_pair(36, 44, seed=8, noise=10)
+    out, tgt = as_float(shifted_copy(out, -1, 2)), as_float(tgt)
+    s = 2
+    got = metrics.shift_ssims(out, tgt, s)
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None]
+
+    for dy in range(-s, s + 1):
+        for dx in range(-s, s + 1):
+            window = out[s + dy : 36 - s + dy, s + dx : 44 - s + dx]
+            want = float(piq.ssim(t(window), t(tgt[s:-s, s:-s]), data_range=1.0, downsample=False))
+            assert got[s + dy, s + dx] == pytest.approx(want, abs=1e-5)
+    assert np.unravel_index(got.argmax(), got.shape) == (s - 1, s + 2)
+    monkeypatch.setattr(metrics, "SHIFT_BATCH_ELEMENTS", 2 * 3 * 32 * 40)  # 2 shifts per pass, not 5
+    assert metrics.shift_ssims(out, tgt, s) == pytest.approx(got, abs=1e-6)  # float32 sums in another order
+
+
+@pytest.mark.parametrize(("dy", "dx"), [(0, 0), (3, -2), (-5, 5)])
+def test_a_shifted_copy_is_perfect_only_within_the_shift(dy: int, dx: int) -> None:
+    _, tgt = uint8_pair(64, 72, seed=9)
+    tgt = as_float(tgt)
+    out = shifted_copy(tgt, dy, dx)
+    assert metrics.shift_tolerant_psnr(out, tgt, max_shift=5) == math.inf
+    assert metrics.shift_tolerant_ssim(out, tgt, max_shift=5) == pytest.approx(1.0, abs=1e-6)
+    m = metrics.image_metrics(out, tgt, max_shift=5)
+    assert m["psnr"] == math.inf and m["ssim"] == pytest.approx(1.0, abs=1e-6)
+    assert m["fsim"] == pytest.approx(1.0, abs=1e-6) and m["vif"] == pytest.approx(1.0, abs=1e-5)
+    if (dy, dx) != (0, 0):
+        plain = metrics.image_metrics(out, tgt)
+        assert math.isfinite(plain["psnr"]) and plain["ssim"] < 0.9
+        small = max(abs(dy), abs(dx)) - 1  # a window too small to undo the shift
+        assert math.isfinite(metrics.shift_tolerant_psnr(out, tgt, max_shift=small))
+        assert metrics.shift_tolerant_ssim(out, tgt, max_shift=small) < 0.9
+
+
+def test_max_shift_scores_the_central_region_and_guards_sizes() -> None:
+    out, tgt = uint8_pair(170, 180, seed=10)
+    out, tgt = as_float(out), as_float(tgt)
+    aligned = metrics.image_metrics(out, tgt, crop_border=2)
+    shifted = metrics.image_metrics(out, tgt, crop_border=2, max_shift=3)
+    assert aligned["ms_ssim"] is not None and shifted["ms_ssim"] is None  # 166 px aligned; 160 < 161 up to a shift
+    assert shifted["psnr"] >= metrics.image_metrics(out, tgt, crop_border=5)["psnr"] - 1e-9  # shift 0 is a candidate
+    assert shifted["ssim"] >= metrics.image_metrics(out, tgt, crop_border=5)["ssim"] - 1e-6
+    y = metrics.image_metrics(out, tgt, max_shift=2, y_channel=True)
+    yo, yt = ref_y(np.round(out * 255)), ref_y(np.round(tgt * 255))
+    dy, dx, _ = metrics.best_shift(yo / 255, yt / 255, 2)
+    assert y["psnr"] == pytest.approx(ref_psnr(yo[2 + dy : 168 + dy, 2 + dx : 178 + dx], yt[2:-2, 2:-2]), abs=1e-4)
+    with pytest.raises(DeblurError, match="max shift of 85"):
+        metrics.image_metrics(out, tgt, max_shift=85)
+    with pytest.raises(DeblurError, match="max shift must be 0 or more"):
+        metrics.shift_tolerant_psnr(out, tgt, max_shift=-1)

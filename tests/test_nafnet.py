@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from deblurcli.models.nafnet import NAFNet, box_mean
+from deblurcli.models.nafnet import LayerNorm2d, NAFNet, box_mean
 
 
 def _tiny(local_pool: int | None = None) -> NAFNet:
@@ -20,6 +20,64 @@ def test_box_mean_matches_avg_pool_without_padding_counts() -> None:
     for k in (1, 3, 5, 9):
         ref = F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)
         assert torch.allclose(box_mean(x, k), ref, atol=1e-5)
+
+
+def _box_mean_brute(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Reference: the clipped window of every pixel summed one by one (tiny inputs only)."""
+    h, w = x.shape[2:]
+    out = torch.empty_like(x)
+    for i in range(h):
+        for j in range(w):
+            rows = slice(max(0, i - (k - 1) // 2), min(h, i + k // 2 + 1))
+            cols = slice(max(0, j - (k - 1) // 2), min(w, j + k // 2 + 1))
+            out[:, :, i, j] = x[:, :, rows, cols].mean(dim=(2, 3))
+    return out
+
+
+def test_box_mean_even_and_odd_windows_in_both_layouts() -> None:
+    """Every bit pattern of k (1..13, and windows wider than the map) in NCHW and channels_last."""
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 9, 12)
+    for k in (*range(1, 14), 20):
+        ref = _box_mean_brute(x, k)
+        assert torch.allclose(box_mean(x, k), ref, atol=1e-5), k
+        cl = box_mean(x.contiguous(memory_format=torch.channels_last), k)
+        assert torch.allclose(cl, ref, atol=1e-5), k
+
+
+def test_box_mean_half_precision_sums_in_fp32() -> None:
+    x = torch.rand(1, 2, 40, 40).to(torch.bfloat16)
+    out = box_mean(x, 31)
+    assert out.dtype == torch.bfloat16
+    assert torch.allclose(out.float(), _box_mean_brute(x.float(), 31), atol=1e-2)
+
+
+def test_layer_norm_channels_last_path_matches_nchw() -> None:
+    torch.manual_seed(2)
+    norm = LayerNorm2d(6)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(2, 6, 5, 7) * 3 + 1
+    ref = norm(x)
+    out = norm(x.contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_channels_last_forward_and_backward_match_nchw() -> None:
+    """The channels_last fast paths are numerically the NCHW network, gradients included (training uses both)."""
+    net = _tiny(local_pool=16)
+    x = torch.rand(1, 3, 40, 36)
+    ref = net(x)
+    ref.square().mean().backward()
+    grads = {n: p.grad.clone() for n, p in net.named_parameters()}
+    net.zero_grad()
+    net_cl = net.to(memory_format=torch.channels_last)
+    out = net_cl(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(out, ref, atol=1e-5)
+    out.square().mean().backward()
+    for name, p in net_cl.named_parameters():
+        assert torch.allclose(p.grad, grads[name], atol=1e-5, rtol=1e-4), name
 
 
 def test_box_mean_huge_window_is_global_mean() -> None:

@@ -7,6 +7,7 @@ that the reader is checked against independent writers, not only against our own
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import os
 import struct
@@ -112,6 +113,7 @@ def camera_exif(
     return piexif.dump(d)
 
 
+@functools.cache  # one profile per run: createProfile stamps the current second into the header
 def p3_like_icc() -> bytes:
     """An RGB ICC profile that is not sRGB: the sRGB profile with Display P3 (D50) primaries patched in."""
     icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
@@ -508,6 +510,16 @@ def test_cmyk_jpeg_is_converted_with_a_warning(tmp_path: Path) -> None:
     assert photo.rgb[5:].min() > 0.95
     write_photo(tmp_path / "rgb.jpg", photo.rgb, photo)
     assert Image.open(tmp_path / "rgb.jpg").mode == "RGB"
+
+
+def test_ycck_jpeg_is_converted_with_a_warning(tmp_path: Path) -> None:
+    from test_robust_images import ycck_jpeg
+
+    (tmp_path / "ycck.jpg").write_bytes(ycck_jpeg((255, 0, 0), (255, 255, 255)))
+    photo = read_photo(tmp_path / "ycck.jpg")
+    assert any("YCCK image converted to RGB" in w for w in photo.warnings)
+    assert photo.rgb[:7].mean(axis=(0, 1)) == pytest.approx([1, 0, 0], abs=0.02)  # red on white, not inverted
+    assert photo.rgb[9:].min() > 0.98
 
 
 def test_cmyk_with_a_profile_that_cannot_convert_it_falls_back_and_says_so(tmp_path: Path) -> None:

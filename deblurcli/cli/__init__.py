@@ -20,6 +20,7 @@ COMMANDS = {
     "train": "train",
     "eval": "eval",
     "models": "models",
+    "cluster": "cluster",
 }
 DEFAULT_COMMAND = "deblur"
 
@@ -62,6 +63,7 @@ def group() -> None:
       deblur train --pairs mydata/         fine-tune on your own pairs
       deblur eval --pairs testset/         PSNR / SSIM / MS-SSIM / FSIM / VIF / LPIPS
       deblur models                        which models exist, which are cached
+      deblur cluster IN OUT                the same on a Ray cluster (extra 'ray')
     """
 
 

@@ -1,8 +1,10 @@
 """``deblur PATH...``: the default command -- photos and folders in, sharp photos out.
 
-The command only parses options and drives the library: :mod:`deblurcli.batch` finds inputs and names
-outputs, :mod:`deblurcli.photo` reads and (atomically) writes photos with their metadata, and
-:mod:`deblurcli.engine` runs the model, loaded once per run. What this module owns is the run's behaviour:
+The command only parses options and drives the library: :mod:`deblurcli.batch` finds inputs, names
+outputs and picks this task's shard (``--shard I/N``), and :mod:`deblurcli.runner` does the per-file work
+(read with metadata, the engine, atomic write, compare strip), overlapping the decode and encode of the
+neighbouring photos with the model's work on the current one. The model is loaded once per run. What this
+module owns is the run's behaviour as the user sees it:
 
 * stdout carries only results (each written output's path, or one JSON object per file with ``--json``);
   progress bars, warnings, errors and the summary go to stderr, progress only when stderr is a terminal;
@@ -20,32 +22,40 @@ Exit codes: 0 all done (or skipped), 1 some files failed, 2 usage error, 130 int
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import time
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 if TYPE_CHECKING:
-    import numpy as np
     from rich.console import Console
     from rich.progress import Progress, TaskID
     from torch import nn
 
     from deblurcli.batch import Job
-    from deblurcli.photo import Photo
+    from deblurcli.runner import Outcome, Settings
 
 #: Most finished files listed one by one after Ctrl-C (the rest are counted).
 MAX_LISTED = 50
 #: Images with at least this many tiles get their own progress bar.
 TILE_BAR_MIN = 4
 EXIT_INTERRUPTED = 130
+
+
+def parse_shard_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    """``--shard I/N`` -> (I, N), 1-based; a malformed spec is a usage error (exit 2)."""
+    if value is None:
+        return None
+    from deblurcli.batch import parse_shard
+
+    try:
+        return parse_shard(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def parse_tile(_ctx: click.Context, _param: click.Parameter, value: str) -> int | None:
@@ -59,35 +69,6 @@ def parse_tile(_ctx: click.Context, _param: click.Parameter, value: str) -> int 
     if tile < 0:
         raise click.BadParameter("a tile size cannot be negative")
     return tile
-
-
-@dataclass
-class Outcome:
-    """What happened to one input; becomes a ``--json`` line and feeds the summary."""
-
-    input: Path
-    output: Path | None
-    status: str  #: "done", "skipped", "failed" (or "planned" in a dry run)
-    reason: str | None = None
-    megapixels: float = 0.0
-    seconds: float = 0.0
-    compare: Path | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    def as_json(self) -> str:
-        return json.dumps(
-            {
-                "input": str(self.input),
-                "output": None if self.output is None else str(self.output),
-                "status": self.status,
-                "reason": self.reason,
-                "megapixels": round(self.megapixels, 3),
-                "seconds": round(self.seconds, 3),
-                "compare": None if self.compare is None else str(self.compare),
-                "warnings": self.warnings,
-            },
-            ensure_ascii=False,
-        )
 
 
 def _full(path: Path | str) -> str:
@@ -121,6 +102,10 @@ class Reporter:
 
     def error(self, path: Path | str, message: str) -> None:
         self._err(f"error: {_full(path)}: {message}")
+
+    def general_error(self, message: str) -> None:
+        """An error that concerns no file (a missing optional dependency, an unreachable cluster)."""
+        self._err(f"error: {message}")
 
     def warning(self, path: Path | str | None, message: str) -> None:
         if not self.quiet:
@@ -197,132 +182,51 @@ class _LogToReporter(logging.Handler):
             self.reporter.info(record.getMessage())
 
 
-@dataclass
-class Settings:
-    """The run's options after validation, as the per-file loop needs them."""
-
-    device: Any
-    precision: Any
-    tile: int | None
-    batch_size: int | None
-    overlap: int
-    strength: float
-    compare: bool
-    overwrite: bool
-    in_place: bool
-    allow_huge: bool
-    quality: int
-
-
-def compare_path(output: Path) -> Path:
-    """``out/photo.png`` -> ``out/photo_compare.jpg``."""
-    return output.with_name(f"{output.stem}_compare.jpg")
-
-
-def write_compare(path: Path, before: np.ndarray, after: np.ndarray, photo: Photo) -> None:
-    """Input | output side by side at full resolution (JPEG, the photo's RGB ICC profile kept)."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    from deblurcli.photo import atomic_write_bytes
-
-    side = np.concatenate([before, after], axis=1)
-    image = Image.fromarray((np.clip(side, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
-    icc = photo.icc_profile if photo.icc_profile and photo.icc_profile[16:20] == b"RGB " else None
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=90, icc_profile=icc)
-    atomic_write_bytes(path, buffer.getvalue(), overwrite=True)
-
-
-def process(job: Job, model: nn.Module, settings: Settings, reporter: Reporter) -> Outcome:
-    """Read, deblur and write one photo; raises DeblurError/OSError for the caller to report."""
-    from deblurcli.engine import apply_strength, deblur_array
-    from deblurcli.photo import read_photo, write_photo
-
-    start = time.perf_counter()
-    photo = read_photo(job.src, allow_huge=settings.allow_huge)
-    warnings = list(photo.warnings)
-    out = deblur_array(
-        model, photo.rgb, device=settings.device, precision=settings.precision, tile=settings.tile,
-        overlap=settings.overlap, batch_size=settings.batch_size, progress=reporter.tiles,
-    )
-    out = apply_strength(photo.rgb, out, settings.strength)
-    warnings += write_photo(
-        job.dst, out, photo, quality=settings.quality, overwrite=settings.overwrite or settings.in_place
-    )
-    compare = None
-    if settings.compare:
-        compare = compare_path(job.dst)
-        write_compare(compare, photo.rgb, out, photo)
-    height, width = photo.rgb.shape[:2]
-    return Outcome(job.src, job.dst, "done", None, width * height / 1e6, time.perf_counter() - start, compare, warnings)
-
-
 def run_jobs(jobs: list[Job], model: nn.Module, settings: Settings, reporter: Reporter, current: list[str]) -> tuple[list[Outcome], bool]:
-    """Process every job in order; returns the outcomes and whether Ctrl-C cut the run short."""
-    from deblurcli.photo import DiskFullError
+    """Process every job through the library runner, reporting each result as it comes (in input order).
+
+    Returns the outcomes and whether Ctrl-C cut the run short. A full disk stops the batch: the file that
+    found it is reported failed, and one more line says how many were left.
+    """
+    from deblurcli.runner import format_traceback, is_unexpected
+    from deblurcli.runner import run_jobs as run
 
     outcomes: list[Outcome] = []
+
+    def started(job: Job) -> None:
+        current[:] = [str(job.src)]  # library log lines name the photo the model is working on
+        reporter.file_started(job.src.name)
+
+    def finished(_index: int, outcome: Outcome) -> None:
+        if outcome.status == "failed":
+            reporter.error(outcome.input, outcome.reason or "failed")
+            if reporter.verbose and is_unexpected(outcome.exception):
+                assert outcome.exception is not None
+                reporter.info(format_traceback(outcome.exception))
+        for warning in outcome.warnings:
+            reporter.warning(outcome.input, warning)
+        outcomes.append(outcome)
+        reporter.result(outcome)
+        reporter.file_finished()
+
     reporter.start(len(jobs))
     try:
-        for index, job in enumerate(jobs):
-            current[:] = [str(job.src)]
-            reporter.file_started(job.src.name)
-            if not (settings.overwrite or settings.in_place) and job.dst.exists():
-                # Re-checked per file: a concurrent run may have finished it since the plan was made.
-                outcome = Outcome(job.src, job.dst, "skipped", "output exists (written by another run)")
-            else:
-                try:
-                    outcome = process(job, model, settings, reporter)
-                except DiskFullError as exc:
-                    reporter.error(job.src, str(exc))
-                    left = _count(len(jobs) - index - 1, "photo")
-                    reporter.error(job.dst.parent, f"disk full: stopped, {left} not processed")
-                    outcomes.append(Outcome(job.src, job.dst, "failed", str(exc)))
-                    reporter.result(outcomes[-1])
-                    break
-                except Exception as exc:  # noqa: BLE001 - whatever goes wrong with one file is one line
-                    outcome = _failure(job, exc, settings, reporter)
-            for warning in outcome.warnings:
-                reporter.warning(job.src, warning)
-            outcomes.append(outcome)
-            reporter.result(outcome)
-            reporter.file_finished()
-    except KeyboardInterrupt:
-        return outcomes, True
+        end = run(jobs, model, settings, on_result=finished, on_start=started, progress=reporter.tiles)
     finally:
         reporter.stop()
         current.clear()
-    return outcomes, False
-
-
-def _failure(job: Job, exc: BaseException, settings: Settings, reporter: Reporter) -> Outcome:
-    """Turn an exception for one file into a reported failure (or a skip, if another run won the race)."""
-    from deblurcli.errors import DeblurError
-
-    if not (settings.overwrite or settings.in_place) and job.dst.exists() and "already exists" in str(exc):
-        return Outcome(job.src, job.dst, "skipped", "output exists (written by another run)")
-    if isinstance(exc, DeblurError):
-        message = str(exc)
-    elif isinstance(exc, MemoryError):
-        message = "not enough memory for this photo (try a smaller --tile)"
-    elif isinstance(exc, OSError):
-        message = exc.strerror or str(exc)
-    else:  # a bug or an unexpected library error: still one line, the traceback only with -v
-        message = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-        if reporter.verbose:
-            reporter.info("".join(traceback.format_exception(exc)).rstrip())
-    reporter.error(job.src, message)
-    return Outcome(job.src, job.dst, "failed", message)
+    if end == "disk_full":
+        last = outcomes[-1]
+        left = _count(len(jobs) - len(outcomes), "photo")
+        reporter.error(last.output.parent if last.output is not None else last.input, f"disk full: stopped, {left} not processed")
+    return outcomes, end == "interrupted"
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _summary(outcomes: list[Outcome], problems: int, seconds: float) -> str:
+def summary_line(outcomes: list[Outcome], problems: int, seconds: float) -> str:
     done = [o for o in outcomes if o.status == "done"]
     skipped = sum(o.status == "skipped" for o in outcomes)
     failed = sum(o.status == "failed" for o in outcomes) + problems
@@ -371,6 +275,7 @@ def _load(model_name: str | None, weights: Path | None, device_spec: str, precis
 @click.option("-v", "--verbose", is_flag=True, help="Say which device, precision and model were picked, and more.")
 @click.option("--allow-huge", is_flag=True, help="Read images above the decompression-bomb limit (if memory allows).")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality of the outputs.")
+@click.option("--shard", metavar="I/N", callback=parse_shard_option, help="Process only shard I of N (1-based; e.g. a job array's task): a fixed share of the photos, chosen by a hash of each one's relative path.")
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -394,6 +299,7 @@ def command(
     verbose: bool,
     allow_huge: bool,
     quality: int,
+    shard: tuple[int, int] | None,
 ) -> None:
     """Remove motion blur from photos and folders of photos.
 
@@ -402,13 +308,16 @@ def command(
       deblur photo.jpg                     writes photo_deblurred.jpg beside it
       deblur dir/ --recursive -o out/      mirrors the tree under out/
       deblur a.jpg b.png c.tif -o out/     several files into a folder
+      deblur dir/ -r -o out/ --shard 2/4   the second quarter (one task of a job array)
 
     Existing outputs are skipped unless --overwrite, so re-running an interrupted command finishes the
     rest. Exit codes: 0 all done, 1 some files failed, 2 usage error, 130 interrupted.
     """
     from deblurcli.batch import PlanError, find_inputs, plan_jobs
+    from deblurcli.batch import shard as shard_of
     from deblurcli.errors import DeblurError, DeviceError
     from deblurcli.photo import WRITABLE_SUFFIXES
+    from deblurcli.runner import Outcome, Settings, compare_path
 
     if not paths:
         raise click.UsageError("give at least one photo or folder")
@@ -432,6 +341,14 @@ def command(
     if not jobs:
         reporter.note(f"no photos found in {', '.join(map(str, paths))}")
         ctx.exit(1 if problems else 0)
+    if shard is not None:
+        index, count = shard
+        total = len(jobs)
+        jobs = shard_of(jobs, index, count)
+        reporter.info(f"shard {index}/{count}: {_count(len(jobs), 'photo')} of {total}")
+        if not jobs:
+            reporter.note(f"shard {index}/{count} has no photos (the {total} found all fall in other shards)")
+            ctx.exit(1 if problems else 0)
 
     if dry_run:
         for job in jobs:
@@ -507,6 +424,6 @@ def command(
         if len(finished) > MAX_LISTED:
             reporter.interrupted(f"... and {len(finished) - MAX_LISTED} more")
         ctx.exit(EXIT_INTERRUPTED)
-    reporter.note(_summary(outcomes, len(problems), time.perf_counter() - started))
+    reporter.note(summary_line(outcomes, len(problems), time.perf_counter() - started))
     failed = bool(problems) or any(o.status == "failed" for o in outcomes)
     ctx.exit(1 if failed else 0)

@@ -6,6 +6,11 @@ input and the output are both scored against the sharp target, so the table show
 *gained*, not only where it ended. Metric conventions are the literature's and are documented in
 :mod:`deblurcli.metrics`. Pairs are found by :mod:`deblurcli.pairs`, exactly as ``deblur train`` finds them.
 
+``--max-shift S`` scores up to a shift, the blind-deblurring protocol: PSNR and SSIM are the best over
+every integer displacement of the image within ±S px, on the sharp image's central region; the other
+metrics use that region at the best-PSNR shift (see :mod:`deblurcli.metrics`). Use it for blur whose
+kernel centre is unknown (recorded camera shake), where a restored photo may sit a few pixels off.
+
 A pair that cannot be scored (unreadable, sizes differ, output missing) is reported as an error and the
 others are still scored; the exit code is then 1. Metrics that do not apply (an image too small for
 MS-SSIM, LPIPS without its backbone) are "n/a" with a note and do not change the exit code.
@@ -85,6 +90,7 @@ def parse_tile(_ctx: click.Context, _param: click.Parameter, value: str) -> int 
 @click.option("--save-outputs", type=click.Path(path_type=Path, file_okay=False), help="Keep the deblurred images (8-bit PNG, as scored) as DIR/<key>.png.")
 @click.option("--compare", "compare_dir", type=click.Path(path_type=Path, file_okay=False), help="Write blurry | output | sharp strips with their PSNR as DIR/<key>.png.")
 @click.option("--crop-border", type=click.IntRange(min=0), default=0, show_default=True, help="Ignore this many pixels on every side.")
+@click.option("--max-shift", type=click.IntRange(min=0), default=0, show_default=True, metavar="S", help="Score up to a shift (blind-deblurring protocol): PSNR and SSIM are the best over integer shifts within ±S px, on the sharp image minus an S-px border; the other metrics use that region at the best-PSNR shift. 0 = aligned.")
 @click.option("--y-channel", is_flag=True, help="Score BT.601 luma (MATLAB rgb2ycbcr) instead of RGB; LPIPS stays RGB.")
 @click.option("--lpips-net", type=click.Choice(["alex", "vgg", "squeeze", "none"]), default="alex", show_default=True, help="LPIPS backbone (its ImageNet weights come from torchvision's cache).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps (also used for the metrics).")
@@ -103,6 +109,7 @@ def command(
     save_outputs: Path | None,
     compare_dir: Path | None,
     crop_border: int,
+    max_shift: int,
     y_channel: bool,
     lpips_net: str,
     device: str,
@@ -116,6 +123,7 @@ def command(
       deblur eval --pairs testset/                      the default model
       deblur eval --pairs GoPro/test --model NAME --json gopro.json
       deblur eval --pairs testset/ --outputs results/   someone else's outputs
+      deblur eval --pairs heldout/ --max-shift 5        best over shifts of up to 5 px
     """
     from deblurcli.errors import DeblurError
 
@@ -136,6 +144,7 @@ def command(
             save_outputs=save_outputs,
             compare_dir=compare_dir,
             crop_border=crop_border,
+            max_shift=max_shift,
             y_channel=y_channel,
             lpips_net=lpips_net,
             device=device,
@@ -166,6 +175,7 @@ def evaluate(
     save_outputs: Path | None = None,
     compare_dir: Path | None = None,
     crop_border: int = 0,
+    max_shift: int = 0,
     y_channel: bool = False,
     lpips_net: str = "alex",
     device: str = "auto",
@@ -220,7 +230,8 @@ def evaluate(
     results: list[ImageResult] = []
     errors: list[str] = []
     score = functools.partial(
-        metrics.image_metrics, crop_border=crop_border, y_channel=y_channel, lpips_model=lpips_model, device=dev
+        metrics.image_metrics, crop_border=crop_border, y_channel=y_channel, lpips_model=lpips_model, device=dev,
+        max_shift=max_shift,
     )
 
     with Progress(console=Console(stderr=True), transient=True) as progress:
@@ -238,7 +249,7 @@ def evaluate(
                     scored_in, scored_out = score(blur, sharp), score(out, sharp)
                 except DeblurError as exc:
                     raise PairsError(f"{pair.blur}: {exc}") from None
-                h, w = (n - 2 * crop_border for n in sharp.shape[:2])
+                h, w = (n - 2 * (crop_border + max_shift) for n in sharp.shape[:2])
                 for key, reason in metrics.unavailable(h, w, lpips_net if lpips_model is not None else None).items():
                     count, first = gaps.get(key, (0, reason))
                     gaps[key] = (count + 1, first)
@@ -264,6 +275,7 @@ def evaluate(
     settings = {
         "channel": "y" if y_channel else "rgb",
         "crop_border": crop_border,
+        "max_shift": max_shift,
         "quantized": "8-bit",
         "ssim": "11x11 Gaussian window, sigma 1.5, no downsampling",
         "lpips_net": lpips_net if lpips_model is not None else None,
@@ -367,7 +379,8 @@ def build_table(report: Report, color: bool = True) -> Table:
         title=f"deblur eval: {len(report.images)} pair(s) from {report.root} ({source})",
         caption=(
             f"{report.settings['channel'].upper()}, 8-bit, crop {report.settings['crop_border']} px; "
-            "SSIM 11x11 Gaussian s=1.5, no downsampling; LPIPS lower is better"
+            + (f"best over shifts of up to ±{report.settings['max_shift']} px; " if report.settings.get("max_shift") else "")
+            + "SSIM 11x11 Gaussian s=1.5, no downsampling; LPIPS lower is better"
         ),
     )
     table.add_column("image", overflow="fold")

@@ -4,6 +4,9 @@ A thin Click layer: options become a :class:`deblurcli.train.loop.TrainOptions` 
 The run folder (``-o``) holds ``checkpoints/last.pt`` (resumable state), ``log.csv`` and the exported
 EMA weights ``best.safetensors`` / ``last.safetensors``, which ``deblur --weights`` and ``deblur eval
 --weights`` take directly.
+
+The same command runs on several GPUs or machines when started by ``torchrun`` (one process per GPU);
+only rank 0 writes to the run folder and reports, see :mod:`deblurcli.train.distributed`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import click
 @click.option("--arch", help="Train a fresh model of this architecture: nafnet (= nafnet-s), nafnet-w32, dgf, dgf-light.")
 @click.option("--model", metavar="NAME", help="Start from this catalogue model (default: the default model).")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Start from this weights file.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Crops per step (per process under torchrun).")
 @click.option("--crop", type=click.IntRange(min=16), default=256, show_default=True, help="Training crop side in pixels.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps (default 10000 when no --max-minutes).")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="Stop after this much training time (counted across --resume).")
@@ -80,11 +83,13 @@ def command(
       deblur train --pairs mydata/ -o runs/mine                 fine-tune the default model
       deblur train --synthetic photos/ --arch nafnet -o runs/s  from scratch on synthetic blur
       deblur train ... -o runs/s --resume                       continue after a stop or a crash
+      torchrun --nproc_per_node=4 -m deblurcli train ...        4 GPUs (--batch-size is per GPU)
     Ctrl-C stops after the current step and writes a checkpoint.
     """
     from rich.console import Console
 
     from deblurcli.errors import DeblurError
+    from deblurcli.train import distributed
     from deblurcli.train.diffaug import parse_policy
     from deblurcli.train.loop import TrainOptions, train
 
@@ -106,7 +111,11 @@ def command(
     try:
         result = train(opts, console)
     except DeblurError as exc:
-        click.echo(f"error: {exc}", err=True)
+        rank = distributed.env_rank()
+        if rank == 0:
+            click.echo(f"error: {exc}", err=True)
+        elif not isinstance(exc, distributed.AllRanksError):  # rank 0 reports the errors every rank shares
+            click.echo(f"error: [rank {rank}] {exc}", err=True)
         raise SystemExit(1) from None
     if result.stopped != "budget":
         raise SystemExit(130 if result.stopped == "interrupted" else 143)

@@ -21,31 +21,56 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _window_sums(t: torch.Tensor, dim: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sums over a length-``k`` window centred on each index along ``dim`` (clipped), and the counts."""
+def _window_sums(t: torch.Tensor, dim: int, k: int) -> torch.Tensor:
+    """Sums over a length-``k`` window centred on each index along ``dim``, zero outside the map.
+
+    Binary doubling instead of a prefix sum: ``s`` holds sums of ``width`` consecutive (zero-padded)
+    values, each doubling is one vectorised add of two shifted views, and the set bits of ``k`` pick the
+    pieces of the window, so a window costs about ``2 log2(k)`` adds per element. ``cumsum`` along a
+    strided dimension (H, or anything in channels_last) runs element by element and was 6x slower than
+    along the last dimension; this runs at memory speed in any layout (box mean 45% -> 15% of a
+    nafnet-s forward, measured). Summing in a tree order is also more accurate than a long prefix sum.
+    """
     size = t.shape[dim]
-    idx = torch.arange(size, device=t.device)
-    lo = (idx - (k - 1) // 2).clamp(min=0)
-    hi = (idx + k // 2 + 1).clamp(max=size)
-    pad = (0, 0, 1, 0) if dim == 2 else (1, 0)
-    s = F.pad(t, pad).cumsum(dim)  # s[i] = sum of t[:i]
-    return s.index_select(dim, hi) - s.index_select(dim, lo), hi - lo
+    s = F.pad(t, (0, 0, (k - 1) // 2, k // 2) if dim == 2 else ((k - 1) // 2, k // 2))
+    out: torch.Tensor | None = None
+    offset, width = 0, 1
+    while True:
+        if k & 1:
+            piece = s.narrow(dim, offset, size)
+            out = piece if out is None else out + piece
+            offset += width
+        k >>= 1
+        if not k:
+            assert out is not None  # k >= 1 has a set bit
+            return out
+        n = s.shape[dim] - width
+        s = s.narrow(dim, 0, n) + s.narrow(dim, width, n)
+        width *= 2
+
+
+def _window_counts(size: int, k: int, device: torch.device) -> torch.Tensor:
+    """How many valid positions the clipped length-``k`` window centred on each index covers."""
+    idx = torch.arange(size, device=device)
+    return (idx + k // 2 + 1).clamp(max=size) - (idx - (k - 1) // 2).clamp(min=0)
 
 
 def box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
     """Mean over a ``k x k`` window centred on each pixel, clipped at the borders.
 
-    Separable prefix sums (rows, then columns) make the cost per pixel independent of ``k``: an
+    Separable window sums (rows, then columns) make the cost per pixel grow only with ``log k``: an
     ``avg_pool2d`` with stride 1 costs ``k^2`` per pixel (120x slower at k = 63 on 256², measured), and a
-    2-D summed-area table with four gathers was 3x slower than this. Sums are accumulated in fp32 even for
-    half-precision inputs, where long prefix sums would lose the small differences that make the mean.
+    2-D summed-area table with four gathers was 3x slower than prefix sums, which in turn were 1.6x slower
+    than the doubling sums of ``_window_sums`` (channels_last, 1 thread). Sums are accumulated in fp32
+    even for half-precision inputs, where long sums would lose the small differences that make the mean.
+    The layout of ``x`` (NCHW or channels_last) is kept.
     """
     h, w = x.shape[2:]
     if k >= 2 * max(h, w):  # every clipped window covers the whole map
         return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
-    t, count_h = _window_sums(x.float(), 2, k)
-    t, count_w = _window_sums(t, 3, k)
-    return (t / (count_h[:, None] * count_w[None, :])).to(x.dtype)
+    t = _window_sums(_window_sums(x.float(), 2, k), 3, k)
+    count = _window_counts(h, k, x.device)[:, None] * _window_counts(w, k, x.device)[None, :]
+    return (t / count).to(x.dtype)
 
 
 class LayerNorm2d(nn.Module):
@@ -58,6 +83,12 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # NHWC in memory: the permuted view is contiguous and one fused layer_norm kernel normalises each
+            # pixel's channels (one pass instead of eight element-wise ones; 1.3x faster nafnet-s forward
+            # with channels_last, same result within fp32 rounding).
+            y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+            return y.permute(0, 3, 1, 2)
         mu = x.mean(1, keepdim=True)
         var = (x - mu).pow(2).mean(1, keepdim=True)
         y = (x - mu) / torch.sqrt(var + self.eps)

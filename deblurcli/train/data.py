@@ -6,6 +6,8 @@ stacked as 6 channels so that one gather crops both identically) are decoded onc
 to a maximum side, and packed into one flat ``uint8`` buffer. A batch of random crops, with random
 flips and 90-degree rotations, is then a single ``torch.take`` over precomputed indices: no per-crop
 Python loop, no per-step decoding, and a fixed ``torch.Generator`` makes it reproducible and resumable.
+Under torchrun each process decodes and holds only its round-robin share (:func:`shard_owner`) and draws
+crops from it with its own generator: the in-memory equivalent of a distributed sampler.
 """
 
 from __future__ import annotations
@@ -77,6 +79,14 @@ def decode_all(
     ``"<item>: <reason>"``; with ``problems=None`` it is an error. Other errors (a pair whose halves
     differ in size) always propagate: they mean the dataset is wrong, not one file.
     """
+    return [img for _, img in decode_indexed(items, decode, problems)]
+
+
+def decode_indexed(
+    items: Sequence[T], decode: Callable[[T], torch.Tensor], problems: list[str] | None = None
+) -> list[tuple[int, torch.Tensor]]:
+    """:func:`decode_all` that also says which ``items`` each image came from (index into ``items``),
+    which a rank decoding its share of a dataset needs to tell the others what was readable."""
 
     def attempt(item: T) -> torch.Tensor | None:
         try:
@@ -88,7 +98,13 @@ def decode_all(
             return None
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return [img for img in pool.map(attempt, items) if img is not None]
+        return [(i, img) for i, img in enumerate(pool.map(attempt, items)) if img is not None]
+
+
+def shard_owner(index: int, world_size: int) -> int:
+    """The rank that decodes (and, when every rank gets some, trains on) item ``index`` of a dataset:
+    round-robin, so each rank's share is a spread of the sorted file list, not one folder's worth."""
+    return index % world_size
 
 
 def load_photo(path: Path, max_side: int | None, min_side: int) -> torch.Tensor:

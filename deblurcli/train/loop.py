@@ -17,6 +17,14 @@ it stops with a message (the checkpoint on disk is the last good state).
 
 Wall-clock budgets (``--max-minutes``) count training time across resumes, and the cosine schedule follows
 whichever budget is further along, so a resumed run finishes its schedule where an uninterrupted one would.
+
+Under ``torchrun`` (see :mod:`deblurcli.train.distributed`) the same loop runs on every rank: G and the
+critic are wrapped in DistributedDataParallel (gradients averaged over ranks, so ``--batch-size`` is per
+process), each rank trains on its own share of the images with its own random streams, and the EMA,
+being updated from identical weights, stays identical. Rank 0 alone logs, validates, exports and
+checkpoints; the checkpoint holds unwrapped state dicts and rank 0's random state, so it resumes with any
+number of processes. The clock, stop requests and the "drop this non-finite step" decision are shared
+each step, so every rank takes the same branch.
 """
 
 from __future__ import annotations
@@ -29,10 +37,10 @@ import json
 import math
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 from torch import nn
@@ -40,7 +48,7 @@ from torch import nn
 from deblurcli.errors import DeblurError, WeightsError
 from deblurcli.train import checkpoint as ckpt
 from deblurcli.train import data as data_mod
-from deblurcli.train import losses
+from deblurcli.train import distributed, losses
 from deblurcli.train.diffaug import DiffAugment
 
 #: ``--arch`` spellings -> registry preset (``nafnet`` means the default small NAFNet).
@@ -160,14 +168,28 @@ class _StopFlag:
     """SIGINT/SIGTERM set a flag checked between steps, so a checkpoint is written from a consistent
     state; a second Ctrl-C interrupts immediately (the previous checkpoint is still intact)."""
 
-    def __init__(self) -> None:
+    #: Under torchrun a Ctrl-C reaches each worker twice (from the terminal and forwarded by the agent),
+    #: so there a second signal this soon after the first is the same request, not an impatient user.
+    DUPLICATE_WINDOW_S = 5.0
+
+    def __init__(self, distributed: bool = False) -> None:
         self.reason: str | None = None
         self._previous: dict[signal.Signals, Any] = {}
+        self._window = self.DUPLICATE_WINDOW_S if distributed else 0.0
+        self._first = 0.0
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.reason is not None:
+            if time.monotonic() - self._first < self._window:
+                return
             raise KeyboardInterrupt
-        self.reason = "interrupted" if signum == signal.SIGINT else "terminated"
+        self.request("interrupted" if signum == signal.SIGINT else "terminated")
+
+    def request(self, reason: str) -> None:
+        """Stop at the next step boundary (a signal here, or one another rank received)."""
+        if self.reason is None:
+            self._first = time.monotonic()
+        self.reason = reason
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -192,25 +214,23 @@ def _autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCo
 class Trainer:
     """A training run bound to its run folder; :meth:`run` trains until a budget or a signal stops it."""
 
-    def __init__(self, opts: TrainOptions, console: Any | None = None) -> None:
+    def __init__(self, opts: TrainOptions, console: Any | None = None, dist: distributed.Dist | None = None) -> None:
         from rich.console import Console
 
         from deblurcli.devices import resolve_device, resolve_precision
 
         opts.validate()
         self.opts = opts
-        self.console = console or Console(stderr=True, soft_wrap=True)
-        self.device = resolve_device(opts.device)
+        self.dist = dist
+        self.is_main = dist is None or dist.is_main
+        self.world_size = 1 if dist is None else dist.world_size
+        # Rank 0 speaks for the run; the others would only repeat it.
+        self.console = (console or Console(stderr=True, soft_wrap=True)) if self.is_main else Console(quiet=True)
+        self.device = dist.device if dist is not None else resolve_device(opts.device)
         self.dtype = resolve_precision(opts.precision, self.device)
         self.run_dir = Path(opts.output)
         self.ckpt_path = ckpt.checkpoint_path(self.run_dir)
-        if self.ckpt_path.exists() and not opts.resume:
-            raise DeblurError(
-                f"{self.run_dir}: holds a training run already; pass --resume to continue it or choose another --output"
-            )
-        state = ckpt.load_checkpoint(self.ckpt_path) if opts.resume else None
-        if state is not None:
-            ckpt.remove_stale_temps(self.run_dir, EXPORTS)
+        state = self._on_main(self._read_state)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -224,6 +244,8 @@ class Trainer:
             "aug": torch.Generator(device=self.device).manual_seed(opts.seed + 2),
             "gp": torch.Generator(device=self.device).manual_seed(opts.seed + 3),
         }
+        if not self.is_main:
+            self._reseed(0)
         self.step = 0
         self.elapsed_before = 0.0
         self.lr_scale = 1.0
@@ -242,10 +264,48 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         if state is not None:
             self._restore(state)
+        # Training runs through these (DDP wrappers under torchrun); checkpoints, EMA and validation use
+        # the plain modules, so saved state dicts never depend on how many processes wrote them.
+        self.g_train: nn.Module = self.generator
+        self.critic_train: nn.Module | None = self.critic
+        if dist is not None:
+            self.g_train = distributed.wrap(self.generator, dist)
+            if self.critic is not None:
+                self.critic_train = distributed.wrap(self.critic, dist)
+            distributed.broadcast_tensors(list(self.ema.state_dict().values()), dist)
         self.base_lr = opts.lr if opts.lr is not None else (1e-3 if self.fresh else 1e-4)
         self._build_data()
         self.snapshot = self._capture()
         self.failures = 0
+        self.clock = self.elapsed_before
+        self.log_fh: TextIO | None = None  # log.csv and TensorBoard: rank 0 opens them in run()
+        self.tb: Any = None
+
+    def _read_state(self) -> dict[str, Any] | None:
+        """The checkpoint to resume from (None for a fresh run), after the "run exists" check."""
+        if self.ckpt_path.exists() and not self.opts.resume:
+            raise DeblurError(
+                f"{self.run_dir}: holds a training run already; pass --resume to continue it or choose another --output"
+            )
+        state = ckpt.load_checkpoint(self.ckpt_path) if self.opts.resume else None
+        if state is not None:
+            ckpt.remove_stale_temps(self.run_dir, EXPORTS)
+        return state
+
+    def _on_main(self, fn: Any) -> Any:
+        """``fn()`` here, or under torchrun on rank 0 with its result (or its error) sent to every rank."""
+        return fn() if self.dist is None else distributed.from_main(self.dist, fn)
+
+    def _reseed(self, step: int) -> None:
+        """Seed this rank's random streams from (seed, rank, step): ranks other than 0 draw their own crops,
+        blur and augmentations, and re-derive them on resume (the checkpoint holds rank 0's state only)."""
+        assert self.dist is not None
+        for k, g in enumerate(self.gens.values()):
+            g.manual_seed(distributed.rank_seed(self.opts.seed, k, self.dist.rank, step))
+
+    def _barrier(self) -> None:
+        if self.dist is not None:
+            distributed.barrier(self.dist)
 
     # ------------------------------------------------------------------------------------ setup
 
@@ -325,7 +385,13 @@ class Trainer:
         self.best_psnr = state.get("best_psnr")
         self.best_step = state.get("best_step")
         self.fresh = bool(state.get("fresh", False))
-        ckpt.restore_rng_states(state["rng"], self.gens)
+        if self.is_main:
+            ckpt.restore_rng_states(state["rng"], self.gens)
+        else:
+            self._reseed(self.step)
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.world_size:
+            self.console.print(f"[dim]resuming a run last trained by {saved_world} process(es) with {self.world_size}[/]")
 
     def _build_data(self) -> None:
         from rich.markup import escape
@@ -342,46 +408,106 @@ class Trainer:
         t0 = time.monotonic()
         # Decode everything first and split the readable images, so an unreadable file never leaves the
         # validation split empty; the split depends only on the seed and the readable files.
+        decode: Callable[[Any], torch.Tensor]
         if opts.synthetic is not None:
-            photos = data_mod.list_photos(opts.synthetic)
+            items: list[Any] = self._on_main(lambda: data_mod.list_photos(opts.synthetic))
             max_side = 1024 if opts.max_side is None else (opts.max_side or None)
-            images = data_mod.load_photos(photos, max_side, opts.crop + 2 * self.margin, problems)
+            min_side = opts.crop + 2 * self.margin
+            decode = lambda path: data_mod.load_photo(path, max_side, min_side)
             description: dict[str, Any] = {"kind": "synthetic", "root": str(opts.synthetic), "max_side": max_side,
                                            "blur": asdict(self.blur_cfg)}
         else:
-            pairs = data_mod.find_training_pairs(opts.pairs, opts.side_by_side, opts.pairs_csv, self.console)
-            images = data_mod.load_pairs(pairs, opts.max_side or None, opts.crop, problems)
+            items = self._on_main(
+                lambda: data_mod.find_training_pairs(opts.pairs, opts.side_by_side, opts.pairs_csv, self.console)
+            )
+            decode = lambda pair: data_mod.load_pair_stack(pair, opts.max_side or None, opts.crop)
             description = {"kind": "pairs", "root": str(opts.pairs or opts.pairs_csv), "side_by_side": opts.side_by_side,
                            "max_side": opts.max_side or None}
+        if self.dist is None:
+            images = data_mod.decode_all(items, decode, problems)
+            if opts.val_pairs is None:
+                train_idx, val_idx = data_mod.split_holdout(len(images), 0.05, opts.val_count, opts.seed)
+            else:
+                train_idx, val_idx = list(range(len(images))), []
+            train_images, held_out = [images[i] for i in train_idx], [images[i] for i in val_idx]
+            n_train, n_val = len(train_idx), len(val_idx)
+            del images  # the bank holds its own packed copy
+        else:
+            train_images, held_out, n_train, n_val = self._load_share(items, decode, problems)
         for line in problems:
             self.console.print(f"[yellow]warning:[/] left out {escape(line)}", highlight=False)
-        if opts.val_pairs is None:
-            train_idx, val_idx = data_mod.split_holdout(len(images), 0.05, opts.val_count, opts.seed)
-        else:
-            train_idx, val_idx = list(range(len(images))), []
-        self.bank = data_mod.CropBank([images[i] for i in train_idx])
-        description["photos" if opts.synthetic is not None else "pairs"] = len(train_idx)
-        held_out = [images[i] for i in val_idx]
-        del images  # the bank holds its own packed copy
-        if opts.val_pairs is not None:
-            self.val = data_mod.val_from_pairs(opts.val_pairs, opts.side_by_side, val_crop, opts.val_count, self.console)
-            description["val"] = str(opts.val_pairs)
-        else:
-            if opts.synthetic is not None:
+        self.bank = data_mod.CropBank(train_images)
+        del train_images
+        description["photos" if opts.synthetic is not None else "pairs"] = n_train
+
+        def build_val() -> None:
+            if not self.is_main:  # rank 0 alone validates
+                self.val = []
+            elif opts.val_pairs is not None:
+                self.val = data_mod.val_from_pairs(opts.val_pairs, opts.side_by_side, val_crop, opts.val_count, self.console)
+            elif opts.synthetic is not None:
                 self.val = self._synthetic_val(held_out, val_crop)
             else:
                 self.val = [data_mod.split_stack(data_mod.u8_to_float(data_mod.center_crop(x, val_crop))) for x in held_out]
-            description["val"] = f"{len(val_idx)} held out (seed {opts.seed})"
+
+        if self.dist is None:
+            build_val()
+        else:
+            distributed.gather(self.dist, build_val)  # a broken validation set stops every rank
+        description["val"] = str(opts.val_pairs) if opts.val_pairs is not None else f"{n_val} held out (seed {opts.seed})"
         description["val_crop"] = val_crop or 0
         self.data_description = description
         if self.device.type == "cuda" and self.bank.nbytes < 0.25 * torch.cuda.mem_get_info(self.device)[0]:
             self.bank.to(self.device)  # gather crops on the GPU: no host->device copy per step
+        kind = "photos" if opts.synthetic is not None else "pairs"
+        share = f" ({len(self.bank)} per process on rank 0)" if self.dist is not None else ""
         self.console.print(
-            f"data: {len(self.bank)} training {'photos' if opts.synthetic is not None else 'pairs'} "
-            f"({self.bank.nbytes / 2**20:.0f} MiB in memory), {len(self.val)} validation images, "
-            f"loaded in {time.monotonic() - t0:.0f} s"
+            f"data: {n_train} training {kind}{share} ({self.bank.nbytes / 2**20:.0f} MiB in memory), "
+            f"{len(self.val)} validation images, loaded in {time.monotonic() - t0:.0f} s"
         )
         self.val_input = self._score(self.val, None)
+
+    def _load_share(
+        self, items: list[Any], decode: Callable[[Any], torch.Tensor], problems: list[str]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], int, int]:
+        """Under torchrun: (this rank's training images, held-out images on rank 0, training and held-out
+        counts).
+
+        Each rank decodes every ``world_size``-th item, so loading is N times faster and each process holds
+        about 1/N of the dataset; the ranks then agree on which items were readable and split those exactly
+        as a single process would (same held-out set, whatever the number of processes). When there are
+        fewer training images than ranks, every rank trains on all of them.
+        """
+        assert self.dist is not None
+        rank, world = self.dist.rank, self.dist.world_size
+        local: dict[int, torch.Tensor] = {}
+
+        def decode_mine() -> tuple[list[int], list[str]]:
+            found: list[str] = []
+            for i, img in data_mod.decode_indexed(items[rank::world], decode, found):
+                local[rank + world * i] = img
+            return sorted(local), found
+
+        shares = distributed.gather(self.dist, decode_mine)
+        readable = sorted(i for ids, _ in shares for i in ids)
+        problems.extend(p for _, found in shares for p in found)
+        if self.opts.val_pairs is None:
+            train_pos, val_pos = data_mod.split_holdout(len(readable), 0.05, self.opts.val_count, self.opts.seed)
+        else:
+            train_pos, val_pos = list(range(len(readable))), []
+        train_ids, val_ids = [readable[p] for p in train_pos], [readable[p] for p in val_pos]
+        owners = {data_mod.shard_owner(i, world) for i in train_ids}
+        mine = train_ids if len(owners) < world else [i for i in train_ids if data_mod.shard_owner(i, world) == rank]
+        needed = mine + (val_ids if self.is_main else [])
+        missing = [i for i in dict.fromkeys(needed) if i not in local]
+
+        def decode_missing() -> None:  # readable on another rank, so an error here is an error
+            for k, img in data_mod.decode_indexed([items[i] for i in missing], decode, None):
+                local[missing[k]] = img
+
+        distributed.gather(self.dist, decode_missing)
+        held_out = [local[i] for i in val_ids] if self.is_main else []
+        return [local[i] for i in mine], held_out, len(train_ids), len(val_ids)
 
     def _synthetic_val(self, photos: list[torch.Tensor], val_crop: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Fixed validation pairs: centre crops of held-out photos, blurred once on the CPU with a seed of
@@ -430,7 +556,7 @@ class Trainer:
     def _checkpoint_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "step": self.step,
-            "elapsed_s": self.elapsed(),
+            "elapsed_s": self.local_elapsed(),
             "arch": self.arch,
             "config": json.dumps(self.g_config),
             "source": self.source,
@@ -445,6 +571,7 @@ class Trainer:
             "best_step": self.best_step,
             "data": json.dumps(self.data_description),
             "options": json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.opts).items()}),
+            "world_size": self.world_size,  # informative only: resuming works with any number of processes
         }
         if self.critic is not None and self.d_opt is not None:
             state.update(critic=self.critic.state_dict(), d_opt=self.d_opt.state_dict(),
@@ -452,12 +579,35 @@ class Trainer:
         return state
 
     def save_checkpoint(self) -> None:
-        ckpt.save_checkpoint(self.ckpt_path, self._checkpoint_state())
-        self.last_checkpoint_time = time.monotonic()
+        """Rank 0 writes the checkpoint; every rank notes it (the next one is due at the same step on all)
+        and waits for the write, so no rank runs ahead of a state that may have to be resumed."""
+        if self.is_main:
+            ckpt.save_checkpoint(self.ckpt_path, self._checkpoint_state())
+        self.last_checkpoint_elapsed = self.elapsed()
         self.last_checkpoint_step = self.step
+        self._barrier()
+
+    def local_elapsed(self) -> float:
+        """Training seconds across resumes, by this process's clock."""
+        return self.elapsed_before + (time.monotonic() - self.t_start)
 
     def elapsed(self) -> float:
-        return self.elapsed_before + (time.monotonic() - self.t_start)
+        """Training seconds as the schedule and the budgets see them: under torchrun rank 0's clock as of
+        the current step, shared with every rank (their clocks differ, their learning rates must not)."""
+        return self.local_elapsed() if self.dist is None else self.clock
+
+    def _sync(self, stop: _StopFlag) -> None:
+        """Under torchrun, share rank 0's clock and any rank's stop request (one small all-reduce a step)."""
+        if self.dist is None:
+            return
+        flags = torch.tensor(
+            [self.local_elapsed() if self.is_main else 0.0, stop.reason == "interrupted", stop.reason == "terminated"],
+            dtype=torch.float64, device=self.device,
+        )
+        clock, interrupted, terminated = distributed.sum_(flags).tolist()
+        self.clock = clock
+        if interrupted or terminated:  # the same reason on every rank, whichever got the signal
+            stop.request("interrupted" if interrupted else "terminated")
 
     # ------------------------------------------------------------------------------------ steps
 
@@ -495,6 +645,7 @@ class Trainer:
         """One critic update; returns [d_loss, gp] or None when it was not finite (nothing applied)."""
         assert self.critic is not None and self.d_opt is not None
         critic, opts = self.critic, self.opts
+        assert self.critic_train is not None
         critic.requires_grad_(True)
         real_pair = torch.cat([blurry, sharp], dim=1)
         fake_pair = torch.cat([blurry, fake.detach()], dim=1)
@@ -502,7 +653,7 @@ class Trainer:
             params = self.diffaug.draw(real_pair.shape[0], real_pair.shape[2], real_pair.shape[3])
             real_pair, fake_pair = self.diffaug(real_pair, params), self.diffaug(fake_pair, params)
         with _autocast(self.device, self.dtype):
-            d_loss = losses.d_loss(opts.gan, critic(real_pair), critic(fake_pair))
+            d_loss = losses.d_loss(opts.gan, self.critic_train(real_pair), self.critic_train(fake_pair))
         gp = torch.zeros((), device=self.device)
         if opts.gan == "wgan-gp":
             # After augmentation the condition channels of both pairs are identical; penalise through the image.
@@ -512,7 +663,7 @@ class Trainer:
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.d_opt)
         gn = torch.nn.utils.clip_grad_norm_(critic.parameters(), math.inf)  # measured (NaN check), not clipped
-        values = torch.stack([d_loss.detach().float(), gp.detach().float(), gn.float()]).tolist()
+        values = self._mean_over_ranks(torch.stack([d_loss.detach().float(), gp.detach().float(), gn.float()]))
         critic.requires_grad_(False)
         if not all(math.isfinite(v) for v in values[:2]) or (not self.scaler.is_enabled() and not math.isfinite(values[2])):
             self._drop_step(self.d_opt)
@@ -531,7 +682,7 @@ class Trainer:
                 group["lr"] = opts.d_lr * factor
         blurry, sharp = self.batch()
         with _autocast(self.device, self.dtype):
-            fake = self.generator(blurry)
+            fake = self.g_train(blurry)
         d_values = [0.0, 0.0]
         if self.critic is not None:
             d_result = self._critic_step(blurry, sharp, fake)
@@ -544,7 +695,9 @@ class Trainer:
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.g_opt)
         gn = torch.nn.utils.clip_grad_norm_(self.g_params, opts.grad_clip)
-        values = torch.stack([terms[k].detach().float() for k in ("total", "pixel", "lpips", "adv")] + [gn.float()]).tolist()
+        values = self._mean_over_ranks(
+            torch.stack([terms[k].detach().float() for k in ("total", "pixel", "lpips", "adv")] + [gn.float()])
+        )
         if not all(math.isfinite(v) for v in values[:4]) or (not self.scaler.is_enabled() and not math.isfinite(values[4])):
             self._drop_step(self.g_opt)
             return None
@@ -555,6 +708,13 @@ class Trainer:
         return dict(zip(("loss", "pixel", "lpips", "adv", "grad_norm"), values)) | {
             "d_loss": d_values[0], "gp": d_values[1], "lr": self.base_lr * factor,
         }
+
+    def _mean_over_ranks(self, values: torch.Tensor) -> list[float]:
+        """Logged values averaged over ranks. A NaN on any rank reaches all of them, so every rank drops
+        the same steps (the gradient norms are already equal: DDP averaged the gradients)."""
+        if self.dist is not None:
+            values = distributed.sum_(values) / self.world_size
+        return values.tolist()  # type: ignore[no-any-return]
 
     def generator_losses(self, blurry: torch.Tensor, sharp: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
         """The generator's loss terms (unweighted) and their weighted ``total``.
@@ -599,7 +759,7 @@ class Trainer:
         """Roll back to the last good state with half the learning rate, or stop after too many failures."""
         self.failures += 1
         if self.failures > self.opts.max_nan_retries:
-            raise DeblurError(
+            raise (DeblurError if self.dist is None else distributed.AllRanksError)(
                 f"training diverged: the loss was NaN/inf {self.failures} times in a row even after lowering the "
                 f"learning rate to {self.base_lr * self.lr_scale:.2e}; the last good state is in {self.ckpt_path} "
                 "(try a lower --lr, or --precision fp32)"
@@ -643,7 +803,10 @@ class Trainer:
         return {"psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims)}
 
     def validate(self) -> dict[str, float]:
+        """Score the EMA on the validation set and export it (rank 0 only; {} elsewhere)."""
         self.last_val_step = self.step
+        if not self.is_main:
+            return {}
         scores = self._score(self.val, self.ema)
         if not scores:
             return {}
@@ -657,9 +820,14 @@ class Trainer:
         return scores
 
     def export(self, name: str, scores: Mapping[str, float] | None) -> Path:
-        """EMA weights with the metadata ``deblur``/``deblur eval`` and a reader of the file want."""
+        """EMA weights with the metadata ``deblur``/``deblur eval`` and a reader of the file want (written
+        by rank 0 only: the EMA is the same on every rank)."""
         from deblurcli import __version__
         from deblurcli.weights import save_generator
+
+        path = self.run_dir / name
+        if not self.is_main:
+            return path
 
         meta: dict[str, Any] = {
             "steps": self.step,
@@ -673,7 +841,6 @@ class Trainer:
             meta.update(val_psnr=round(scores["psnr"], 4), val_ssim=round(scores["ssim"], 5), val_images=len(self.val))
             if self.val_input:
                 meta.update(val_input_psnr=round(self.val_input["psnr"], 4), val_input_ssim=round(self.val_input["ssim"], 5))
-        path = self.run_dir / name
         save_generator(self.ema, path, meta)
         return path
 
@@ -725,6 +892,7 @@ class Trainer:
             pass
 
     def _log(self, row: dict[str, Any]) -> None:
+        assert self.log_fh is not None
         clean = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
         self.log_writer.writerow(clean)
         self.log_fh.flush()
@@ -745,29 +913,37 @@ class Trainer:
         opts = self.opts
         if opts.max_steps is None and opts.max_minutes is None:
             opts.max_steps = TrainOptions.DEFAULT_MAX_STEPS
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._open_log()
+        self.log_fh = None
+        self.tb = None
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._open_log()
         n_params = sum(p.numel() for p in self.generator.parameters())
+        procs = f" x {self.world_size} processes ({self.dist.backend})" if self.dist is not None else ""
         self.console.print(
-            f"training {self.arch} ({n_params / 1e6:.2f} M params, from {self.source}) on {self.device} "
-            f"({str(self.dtype).replace('torch.', '')}), batch {opts.batch_size} x {opts.crop}², "
-            f"loss {self._loss_description()}, lr {self.base_lr:.1e}"
+            f"training {self.arch} ({n_params / 1e6:.2f} M params, from {self.source}) on {self.device}{procs} "
+            f"({str(self.dtype).replace('torch.', '')}), batch {opts.batch_size}{' per process' if procs else ''} "
+            f"x {opts.crop}², loss {self._loss_description()}, lr {self.base_lr:.1e}"
             + (f", resuming at step {self.step}" if opts.resume else "")
         )
         if self.val_input:
             self.console.print(f"validation input (blurry): PSNR {self.val_input['psnr']:.2f} dB, SSIM {self.val_input['ssim']:.4f}")
         self.t_start = time.monotonic()
-        self.last_checkpoint_time = self.t_start
+        self.clock = self.elapsed_before
+        self.last_checkpoint_elapsed = self.elapsed()
         self.last_checkpoint_step = self.step
         self.last_val_step = self.step if self.opts.resume else -1
-        stop = _StopFlag()
+        stop = _StopFlag(distributed=self.dist is not None)
         history: list[dict[str, Any]] = []
         window: list[dict[str, float]] = []
         t_window, last_print = time.monotonic(), time.monotonic()
         stopped = "budget"
         try:
             with stop.installed():
-                while self.budget_left():
+                while True:
+                    self._sync(stop)
+                    if not self.budget_left():
+                        break
                     if stop.reason:
                         stopped = stop.reason
                         break
@@ -775,25 +951,26 @@ class Trainer:
                     if values is None:
                         self._recover()
                         continue
-                    window.append(values)
                     if self.failures and self.step - self.snapshot["step"] >= 100:
                         self.failures = 0
                     if self.step % 100 == 0:
                         self.snapshot = self._capture()
-                    now = time.monotonic()
-                    if self.step % opts.log_every == 0 or now - last_print >= 60:
-                        row = self._summarise(window, now - t_window)
-                        history.append(row)
-                        self._log(row)
-                        self._print_progress(row)
-                        window, t_window, last_print = [], time.monotonic(), time.monotonic()
+                    if self.is_main:  # the values are already averaged over ranks
+                        window.append(values)
+                        now = time.monotonic()
+                        if self.step % opts.log_every == 0 or now - last_print >= 60:
+                            row = self._summarise(window, now - t_window)
+                            history.append(row)
+                            self._log(row)
+                            self._print_progress(row)
+                            window, t_window, last_print = [], time.monotonic(), time.monotonic()
                     if self.step % opts.val_every == 0:
                         scores = self.validate()
                         self._log_validation(scores, history)
                         self.save_checkpoint()
                     elif (
                         self.step - self.last_checkpoint_step >= opts.checkpoint_every
-                        or time.monotonic() - self.last_checkpoint_time >= opts.checkpoint_minutes * 60
+                        or self.elapsed() - self.last_checkpoint_elapsed >= opts.checkpoint_minutes * 60
                     ):
                         self.save_checkpoint()
             if stopped == "budget" and self.last_val_step != self.step:
@@ -804,7 +981,8 @@ class Trainer:
             if not (self.run_dir / "last.safetensors").exists():
                 self.export("last.safetensors", None)
         finally:
-            self.log_fh.close()
+            if self.log_fh is not None:
+                self.log_fh.close()
             if self.tb is not None:
                 self.tb.close()
         msg = {"budget": "finished", "interrupted": "interrupted (Ctrl-C)", "terminated": "terminated"}[stopped]
@@ -822,7 +1000,7 @@ class Trainer:
         n = max(1, len(window))
         row: dict[str, Any] = {k: sum(v[k] for v in window) / n for k in window[0]} if window else {}
         row.update(step=self.step, elapsed_s=round(self.elapsed(), 1),
-                   samples_per_s=len(window) * self.opts.batch_size / max(seconds, 1e-9))
+                   samples_per_s=len(window) * self.opts.batch_size * self.world_size / max(seconds, 1e-9))
         return row
 
     def _print_progress(self, row: Mapping[str, Any]) -> None:
@@ -853,5 +1031,13 @@ def quantize8(x: torch.Tensor) -> torch.Tensor:
 
 
 def train(opts: TrainOptions, console: Any | None = None) -> TrainResult:
-    """Train (or resume) the run described by ``opts``; see :class:`Trainer`."""
-    return Trainer(opts, console).run()
+    """Train (or resume) the run described by ``opts``; see :class:`Trainer`. Started by torchrun as one
+    of several processes, it joins their process group for the run (see :mod:`deblurcli.train.distributed`)."""
+    try:
+        opts.validate()
+    except DeblurError as exc:
+        if distributed.requested():
+            raise distributed.AllRanksError(str(exc)) from None
+        raise
+    with distributed.session(opts.device) as dist:
+        return Trainer(opts, console, dist).run()

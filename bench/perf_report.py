@@ -1,0 +1,263 @@
+"""The figures of docs/performance.md: tiled speed and peak memory per architecture, tiling overhead, tile sizes,
+precision, each from a command that can be rerun.
+
+    python bench/perf_report.py table --mp 12 --threads 1,2            # every generator preset, fp32 and auto
+    python bench/perf_report.py table --only nafnet-s,nafnet-w32 --mp 12 --threads 1
+    python bench/perf_report.py tiling --mp 2 --threads 1              # tiled vs whole, same photo, interleaved
+    python bench/perf_report.py tiles --mp 3 --sizes 256,384,512,768   # CPU tile-size sweep
+    python bench/perf_report.py precision --size 512 --threads 1       # fp32 vs bf16: speed and PSNR
+
+``table`` runs each (architecture, threads, precision) in a fresh child process, so its peak resident memory
+(``wait4``'s ru_maxrss of the child alone) is that run's, and reports the model time of ``engine.deblur_array``
+on a synthetic photo (decode and encode are not included: ``bench/infer_speed.py`` times the CLI end to end).
+Weights are random (speed and memory depend on the architecture, not the values); NAFNet's ``beta``/``gamma``
+are made non-zero so every branch does real work and the bf16 check sees a realistic network. On a machine
+shared with other work, compare figures from the same run only, and prefer ``--threads 1`` and CPU time
+(``time.process_time``, reported next to wall time): with one thread it counts the work done whatever the
+load, while wall time counts the waits for a core; an OpenMP thread that waits for a busy core makes two
+threads slower than one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+GIB = 1 << 30
+GENERATORS = ("nafnet-s", "nafnet-w32", "nafnet-w64", "dgf-light", "dgf")
+#: Published GoPro PSNR (dB) of the presets that have one (FACTS.md).
+PUBLISHED_PSNR = {"nafnet-w32": 32.87, "nafnet-w64": 33.71}
+
+
+def synthetic_photo(megapixels: float, seed: int = 0) -> np.ndarray:
+    """A 4:3 float32 photo with gradients and texture (every tile differs, as in a real photo)."""
+    width = round((megapixels * 1e6 * 4 / 3) ** 0.5) // 8 * 8
+    height = round(width * 3 / 4) // 8 * 8
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.empty((height, width, 3), np.float32)
+    rgb[..., 0] = xx / width
+    rgb[..., 1] = yy / height
+    rgb[..., 2] = 0.5 + 0.3 * np.sin(xx / 37.0) * np.cos(yy / 53.0)
+    rgb *= 0.85
+    rgb += 0.15 * rng.random((height, width, 3), dtype=np.float32)
+    return rgb
+
+
+def build_preset(name: str) -> Any:
+    """Preset ``name`` with seeded random weights, in eval mode, configured as inference runs it."""
+    import torch
+
+    from deblurcli.models.registry import PRESETS, build
+
+    arch, config = PRESETS[name]
+    torch.manual_seed(0)
+    model = build(arch, config).eval()
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if pname.endswith(("beta", "gamma")):
+                p.normal_(0.0, 0.1)
+    return model
+
+
+def child(args: argparse.Namespace) -> None:
+    """One timed tiled run in this process; prints one JSON line."""
+    import torch
+
+    from deblurcli.devices import resolve_precision
+    from deblurcli.engine import auto_plan, deblur_array
+
+    torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    model = build_preset(args.arch)
+    dtype = resolve_precision(args.precision, device, inference=True)
+    rgb = synthetic_photo(args.mp)
+    tile = args.tile or auto_plan(model, device, args.overlap)[0]
+    deblur_array(model, rgb[:256, :256].copy(), device=device, precision=dtype, tile=tile, overlap=args.overlap)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    deblur_array(model, rgb, device=device, precision=dtype, tile=tile, overlap=args.overlap, batch_size=args.batch)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    mp = rgb.shape[0] * rgb.shape[1] / 1e6
+    row = {"seconds": seconds, "cpu_seconds": cpu, "mp": mp, "mp_per_s": mp / seconds, "mp_per_cpu_s": mp / cpu}
+    print(json.dumps({**row, "tile": tile, "precision": str(dtype)}))
+
+
+def run_child(arch: str, mp: float, threads: int, precision: str, tile: int | None, batch: int) -> dict[str, Any]:
+    """Run ``child`` in a fresh interpreter; its JSON plus its own peak RSS."""
+    cmd = [sys.executable, __file__, "_child", "--arch", arch, "--mp", str(mp), "--threads", str(threads)]
+    cmd += ["--precision", precision, "--batch", str(batch)] + (["--tile", str(tile)] if tile else [])
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage: its peak RSS
+        out.seek(0)
+        err.seek(0)
+        text, errors = out.read(), err.read()
+    if os.waitstatus_to_exitcode(status) != 0 or not text.strip():
+        raise SystemExit(f"{arch}: child failed:\n{errors[-2000:]}")
+    row = json.loads(text.strip().splitlines()[-1])
+    scale = 1 if sys.platform == "darwin" else 1024
+    row["peak_rss_gib"] = usage.ru_maxrss * scale / GIB
+    return row
+
+
+def table(args: argparse.Namespace) -> None:
+    import torch
+    from model_cost import count_macs
+
+    names = args.only.split(",") if args.only else list(GENERATORS)
+    threads = [int(t) for t in args.threads.split(",")]
+    precisions = args.precisions.split(",")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs visible, torch {torch.__version__}")
+    print("| model | params | GMAC/MP | threads | precision | MP | tile | wall s | MP/s | CPU s | MP/CPU-s | peak RSS GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = {}
+    for name in names:
+        model = build_preset(name)
+        params = sum(p.numel() for p in model.parameters())
+        macs = count_macs(model, torch.rand(1, 3, 256, 256)) / (256 * 256 / 1e6) / 1e9
+        del model
+        for n in threads:
+            for precision in precisions:
+                row = run_child(name, args.mp, n, precision, args.tile, args.batch)
+                rows[(name, n, precision)] = row
+                print(
+                    f"| {name} | {params / 1e6:.2f} M | {macs:.1f} | {n} | {row['precision'].replace('torch.', '')} | "
+                    f"{row['mp']:.1f} | {row['tile']} | {row['seconds']:.1f} | {row['mp_per_s']:.3f} | "
+                    f"{row['cpu_seconds']:.1f} | {row['mp_per_cpu_s']:.3f} | {row['peak_rss_gib']:.2f} |",
+                    flush=True,
+                )
+    base = [k for k in rows if k[0] == "nafnet-s"]
+    for key in base:
+        other = ("nafnet-w32", key[1], key[2])
+        if other in rows:
+            ratio = rows[other]["cpu_seconds"] / rows[key]["cpu_seconds"]
+            print(f"nafnet-s is {ratio:.2f}x the speed of nafnet-w32 (CPU time, {key[1]} threads, {key[2]}); "
+                  f"w32 published GoPro PSNR {PUBLISHED_PSNR['nafnet-w32']} dB")
+
+
+def _timed(fn: Any) -> float:
+    """CPU seconds of this process for ``fn()``: on a shared machine, with one thread, the work done, not
+    the time spent waiting for a core (wall-clock time there mostly measures the other processes)."""
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def tiling(args: argparse.Namespace) -> None:
+    """Same photo tiled (auto plan) and whole, interleaved, best of ``--reps``: the tiling overhead."""
+    import torch
+
+    from deblurcli.engine import auto_plan, deblur_array
+
+    torch.set_num_threads(int(args.threads))
+    model = build_preset(args.arch)
+    rgb = synthetic_photo(args.mp)
+    cpu = torch.device("cpu")
+    tile = args.tile or auto_plan(model, cpu, args.overlap)[0]
+    deblur_array(model, rgb[:256, :256].copy(), device=cpu, tile=0)
+    tiled, whole = [], []
+    for _ in range(args.reps):
+        tiled.append(_timed(lambda: deblur_array(model, rgb, device=cpu, tile=tile, overlap=args.overlap)))
+        whole.append(_timed(lambda: deblur_array(model, rgb, device=cpu, tile=0)))
+    a = deblur_array(model, rgb, device=cpu, tile=tile, overlap=args.overlap)
+    b = deblur_array(model, rgb, device=cpu, tile=0)
+    psnr = -10 * np.log10(np.mean((a.astype(np.float64) - b) ** 2) + 1e-30)
+    h, w, _ = rgb.shape
+    print(f"{args.arch}, {w}x{h}, {args.threads} thread(s), tile {tile} overlap {args.overlap}: tiled "
+          f"{min(tiled):.2f} CPU s, whole {min(whole):.2f} CPU s -> overhead {100 * (min(tiled) / min(whole) - 1):+.1f}% "
+          f"(tiled vs whole {psnr:.1f} dB); all runs tiled {[round(t, 2) for t in tiled]} whole "
+          f"{[round(t, 2) for t in whole]}")
+
+
+def tiles(args: argparse.Namespace) -> None:
+    """Throughput per tile size on one photo, interleaved rounds, best of ``--reps``."""
+    import torch
+
+    from deblurcli.engine import deblur_array
+
+    torch.set_num_threads(int(args.threads))
+    model = build_preset(args.arch)
+    rgb = synthetic_photo(args.mp)
+    cpu = torch.device("cpu")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    deblur_array(model, rgb[:256, :256].copy(), device=cpu, tile=0)
+    best = {s: float("inf") for s in sizes}
+    mp = rgb.shape[0] * rgb.shape[1] / 1e6
+    for rep in range(args.reps):
+        for s in sizes:
+            fn = lambda s=s: deblur_array(model, rgb, device=cpu, tile=s, overlap=args.overlap, batch_size=args.batch)
+            best[s] = min(best[s], _timed(fn))
+            print(f"round {rep + 1}: {args.arch} tile {s} batch {args.batch}, {args.threads} thread(s): best "
+                  f"{best[s]:.2f} CPU s = {mp / best[s]:.3f} MP/CPU-s", flush=True)
+
+
+def precision(args: argparse.Namespace) -> None:
+    """fp32 vs bf16 autocast on one ``--size`` input: speed (interleaved, best of reps) and PSNR between them."""
+    import torch
+
+    torch.set_num_threads(int(args.threads))
+    model = build_preset(args.arch).to(memory_format=torch.channels_last)
+    x = torch.from_numpy(synthetic_photo(args.size * args.size / 1e6)).permute(2, 0, 1)[None]
+    x = x.contiguous(memory_format=torch.channels_last)
+
+    def low() -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(x).float()
+
+    with torch.inference_mode():
+        ref, out = model(x), low()
+        t32, t16 = [], []
+        for _ in range(args.reps):
+            t32.append(_timed(lambda: model(x)))
+            t16.append(_timed(low))
+    mse = float((ref.clamp(0, 1) - out.clamp(0, 1)).double().square().mean())
+    print(f"{args.arch} {tuple(x.shape[2:])}, {args.threads} thread(s): fp32 {min(t32) * 1e3:.0f} CPU ms, bf16 "
+          f"{min(t16) * 1e3:.0f} CPU ms ({min(t32) / min(t16):.2f}x), bf16 vs fp32 {-10 * np.log10(mse):.1f} dB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--arch", default="nafnet-s", help="preset (default nafnet-s)")
+    common.add_argument("--overlap", type=int, default=32)
+    common.add_argument("--tile", type=int, default=None, help="tile side (default: the engine's auto plan)")
+    common.add_argument("--batch", type=int, default=1, help="tiles per batch")
+    common.add_argument("--reps", type=int, default=2)
+    p = sub.add_parser("table", parents=[common], help="speed and peak RSS per architecture")
+    p.add_argument("--only", default=None, help=f"comma-separated presets (default {','.join(GENERATORS)})")
+    p.add_argument("--mp", type=float, default=12.0)
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--precisions", default="fp32", help="comma-separated: fp32, auto, bf16")
+    p = sub.add_parser("tiling", parents=[common], help="tiled vs whole")
+    p.add_argument("--mp", type=float, default=2.0)
+    p.add_argument("--threads", default="1")
+    p = sub.add_parser("tiles", parents=[common], help="tile-size sweep")
+    p.add_argument("--mp", type=float, default=3.0)
+    p.add_argument("--threads", default="1")
+    p.add_argument("--sizes", default="256,384,512,768")
+    p = sub.add_parser("precision", parents=[common], help="fp32 vs bf16")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--threads", default="1")
+    p = sub.add_parser("_child", parents=[common])
+    p.add_argument("--mp", type=float, required=True)
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--precision", default="fp32")
+    args = parser.parse_args()
+    {"table": table, "tiling": tiling, "tiles": tiles, "precision": precision, "_child": child}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

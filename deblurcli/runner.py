@@ -1,0 +1,431 @@
+"""The per-file work of a deblurring run, shared by the CLI and the Ray runner.
+
+One photo goes through three stages: **read** (decode, metadata kept aside), **model** (the tiled engine,
+then ``--strength``) and **write** (atomic save with the metadata, the optional compare strip). Each
+caller -- ``deblur PATH...``, :mod:`deblurcli.ray`, benchmarks -- goes through :func:`process` or
+:func:`run_jobs`, so "writes outputs exactly like the CLI" holds by construction, not by imitation.
+
+:func:`run_jobs` overlaps the stages: while the model works on photo *k* on the calling thread, one
+reader thread decodes photo *k+1* and one writer thread encodes and saves photo *k-1*. Decoding and
+encoding (Pillow, zlib, numpy) release the GIL, so on a GPU -- or a CPU with spare cores -- a folder runs
+at the model's speed instead of model + codec time. The overlap changes nothing in the bytes written:
+each stage runs the same functions on the same data as the sequential path. Memory stays bounded, which
+matters with 24-megapixel photos: at most one photo is decoded ahead and at most one is being written
+(the model waits for the writer rather than queueing more), so about three photos are held at once.
+
+Failures stay per file: an exception in any stage becomes that file's failed :class:`Outcome`, reported
+in input order. Two things stop the run instead: a full disk (every later write would fail too) and
+Ctrl-C; in both cases the write already handed to the writer is finished first (its model work is done and
+the write is short), so every reported output is complete and nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from deblurcli.errors import DeblurError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from deblurcli.batch import Job
+    from deblurcli.photo import Photo
+
+__all__ = [
+    "Outcome",
+    "Settings",
+    "compare_path",
+    "describe_failure",
+    "failure_outcome",
+    "model_stage",
+    "process",
+    "read_stage",
+    "run_jobs",
+    "write_compare",
+    "write_stage",
+]
+
+#: Reason given when another run (a second process, another array task) wrote the output meanwhile.
+WRITTEN_BY_OTHER_RUN = "output exists (written by another run)"
+
+ProgressFn = Callable[[int, int], None]
+#: How :func:`run_jobs` ended: every job handled, stopped by a full disk, or stopped by Ctrl-C.
+RunEnd = Literal["completed", "disk_full", "interrupted"]
+
+
+@dataclass
+class Settings:
+    """A run's options after validation, as the per-file work needs them.
+
+    ``device``/``precision`` are resolved (``torch.device``/``torch.dtype``); ``tile`` is a size, 0 for the
+    whole image, or None for the engine's own plan; ``batch_size`` None lets the engine choose.
+    """
+
+    device: Any
+    precision: Any
+    tile: int | None = None
+    batch_size: int | None = None
+    overlap: int = 32
+    strength: float = 1.0
+    compare: bool = False
+    overwrite: bool = False
+    in_place: bool = False
+    allow_huge: bool = False
+    quality: int = 95
+
+    @property
+    def replaces(self) -> bool:
+        """Whether existing outputs are replaced (``--overwrite`` or ``--in-place``) rather than skipped."""
+        return self.overwrite or self.in_place
+
+
+@dataclass
+class Outcome:
+    """What happened to one input; becomes a ``--json`` line, a Ray result row, and feeds the summary.
+
+    ``seconds`` is the work spent on this photo (read + model + write), ``model_seconds`` the model's share:
+    with overlapped stages, their sum over a folder exceeds the wall time, which is the point.
+    ``exception`` keeps the original error of a failure for a ``-v`` traceback; it is not serialised.
+    """
+
+    input: Path
+    output: Path | None
+    status: str  #: "done", "skipped", "failed" (or "planned" in a dry run)
+    reason: str | None = None
+    megapixels: float = 0.0
+    seconds: float = 0.0
+    compare: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+    model_seconds: float = 0.0
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready record (paths as strings, times rounded to the millisecond)."""
+        return {
+            "input": str(self.input),
+            "output": None if self.output is None else str(self.output),
+            "status": self.status,
+            "reason": self.reason,
+            "megapixels": round(self.megapixels, 3),
+            "seconds": round(self.seconds, 3),
+            "model_seconds": round(self.model_seconds, 3),
+            "compare": None if self.compare is None else str(self.compare),
+            "warnings": list(self.warnings),
+        }
+
+    def as_json(self) -> str:
+        return json.dumps(self.as_dict(), ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------------------------- stages
+
+
+def compare_path(output: Path) -> Path:
+    """``out/photo.png`` -> ``out/photo_compare.jpg``."""
+    return output.with_name(f"{output.stem}_compare.jpg")
+
+
+def write_compare(path: Path, before: np.ndarray, after: np.ndarray, photo: Photo) -> None:
+    """Input | output side by side at full resolution (JPEG, the photo's RGB ICC profile kept)."""
+    import io
+
+    from PIL import Image
+
+    from deblurcli.photo import atomic_write_bytes
+
+    side = np.concatenate([before, after], axis=1)
+    image = Image.fromarray((np.clip(side, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+    icc = photo.icc_profile if photo.icc_profile and photo.icc_profile[16:20] == b"RGB " else None
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90, icc_profile=icc)
+    atomic_write_bytes(path, buffer.getvalue(), overwrite=True)
+
+
+@dataclass
+class _Read:
+    """A read stage's result: the photo, or the reason the file is not processed (skip or failure)."""
+
+    job: Job
+    photo: Photo | None = None
+    seconds: float = 0.0
+    outcome: Outcome | None = None
+
+
+def read_stage(job: Job, settings: Settings) -> Photo:
+    """Decode ``job.src`` (raises PhotoError/OSError for the caller to turn into a failure)."""
+    from deblurcli import (
+        photo as photo_io,  # looked up at call time: tests stand in for read_photo
+    )
+
+    return photo_io.read_photo(job.src, allow_huge=settings.allow_huge)
+
+
+def model_stage(photo: Photo, model: nn.Module, settings: Settings, progress: ProgressFn | None = None) -> np.ndarray:
+    """The deblurred pixels of ``photo`` (tiled engine, then ``--strength``); runs on the caller's thread."""
+    from deblurcli.engine import apply_strength, deblur_array
+
+    out = deblur_array(
+        model, photo.rgb, device=settings.device, precision=settings.precision, tile=settings.tile,
+        overlap=settings.overlap, batch_size=settings.batch_size, progress=progress,
+    )
+    return apply_strength(photo.rgb, out, settings.strength)
+
+
+def write_stage(job: Job, photo: Photo, out: np.ndarray, settings: Settings) -> tuple[list[str], Path | None]:
+    """Save ``out`` as ``job.dst`` with ``photo``'s metadata, and the compare strip if asked: (warnings, compare)."""
+    from deblurcli import photo as photo_io
+
+    warnings = photo_io.write_photo(job.dst, out, photo, quality=settings.quality, overwrite=settings.replaces)
+    compare = None
+    if settings.compare:
+        compare = compare_path(job.dst)
+        write_compare(compare, photo.rgb, out, photo)
+    return warnings, compare
+
+
+def _done(job: Job, photo: Photo, seconds: float, model_seconds: float, written: tuple[list[str], Path | None]) -> Outcome:
+    warnings, compare = written
+    height, width = photo.rgb.shape[:2]
+    return Outcome(
+        job.src, job.dst, "done", None, width * height / 1e6, seconds, compare, [*photo.warnings, *warnings],
+        model_seconds,
+    )
+
+
+def process(job: Job, model: nn.Module, settings: Settings, progress: ProgressFn | None = None) -> Outcome:
+    """Read, deblur and write one photo, one stage after the other; raises for the caller to report."""
+    start = time.perf_counter()
+    photo = read_stage(job, settings)
+    model_start = time.perf_counter()
+    out = model_stage(photo, model, settings, progress)
+    model_seconds = time.perf_counter() - model_start
+    written = write_stage(job, photo, out, settings)
+    return _done(job, photo, time.perf_counter() - start, model_seconds, written)
+
+
+# ------------------------------------------------------------------------------------------- failures
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for a failed file: the library's own message, or the exception squeezed into one line."""
+    if isinstance(exc, DeblurError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "not enough memory for this photo (try a smaller --tile)"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+
+
+def failure_outcome(job: Job, exc: BaseException, settings: Settings) -> Outcome:
+    """The outcome for a file whose processing raised ``exc``.
+
+    A refused write because the output appeared meanwhile is a skip, not a failure: another run (a second
+    process on the same folder, a neighbouring array task) finished that photo first.
+    """
+    message = describe_failure(exc)
+    if not settings.replaces and job.dst.exists() and "already exists" in message:
+        return Outcome(job.src, job.dst, "skipped", WRITTEN_BY_OTHER_RUN)
+    return Outcome(job.src, job.dst, "failed", message, exception=exc)
+
+
+def is_unexpected(exc: BaseException | None) -> bool:
+    """Whether a failure is a bug or an unforeseen library error (worth a traceback with ``-v``)."""
+    return exc is not None and not isinstance(exc, (DeblurError, MemoryError, OSError))
+
+
+def format_traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc)).rstrip()
+
+
+# ------------------------------------------------------------------------------------------- pipeline
+
+
+def _read_or_skip(job: Job, settings: Settings) -> _Read:
+    """Reader thread: skip a file whose output appeared since planning (another run), else decode it."""
+    if not settings.replaces and job.dst.exists():
+        return _Read(job, outcome=Outcome(job.src, job.dst, "skipped", WRITTEN_BY_OTHER_RUN))
+    start = time.perf_counter()
+    try:
+        photo = read_stage(job, settings)
+    except Exception as exc:  # noqa: BLE001 - any failure to read is that file's failure
+        return _Read(job, outcome=failure_outcome(job, exc, settings))
+    return _Read(job, photo, time.perf_counter() - start)
+
+
+def _write(job: Job, photo: Photo, out: np.ndarray, settings: Settings, seconds: float, model_seconds: float) -> Outcome:
+    """Writer thread: the write stage, timed; exceptions travel in the future to the calling thread."""
+    start = time.perf_counter()
+    written = write_stage(job, photo, out, settings)
+    return _done(job, photo, seconds + time.perf_counter() - start, model_seconds, written)
+
+
+class _Stop(Exception):
+    """Internal: a full disk ends the run after the failure has been reported."""
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    model: nn.Module,
+    settings: Settings,
+    *,
+    on_result: Callable[[int, Outcome], None],
+    on_start: Callable[[Job], None] | None = None,
+    progress: ProgressFn | None = None,
+    overlap_io: bool = True,
+) -> RunEnd:
+    """Process ``jobs`` in order; ``on_result(index, outcome)`` is called on this thread, in input order.
+
+    The model runs on the calling thread (``on_start(job)`` just before it, ``progress`` during it);
+    with ``overlap_io`` one reader and one writer thread decode and save the neighbouring photos (see
+    the module docstring), without it each photo is read, deblurred and written before the next one --
+    the same bytes either way. Outputs that exist when a photo's turn comes are skipped unless
+    ``settings`` replaces them. Returns "disk_full" after the file that found the disk full (reported as
+    failed), "interrupted" on Ctrl-C (every write already started is finished and reported first),
+    "completed" otherwise.
+    """
+    if not overlap_io:
+        return _run_sequential(jobs, model, settings, on_result, on_start, progress)
+    return _Pipeline(jobs, model, settings, on_result, on_start, progress).run()
+
+
+def _run_sequential(
+    jobs: Sequence[Job],
+    model: nn.Module,
+    settings: Settings,
+    on_result: Callable[[int, Outcome], None],
+    on_start: Callable[[Job], None] | None,
+    progress: ProgressFn | None,
+) -> RunEnd:
+    from deblurcli.photo import DiskFullError
+
+    try:
+        for index, job in enumerate(jobs):
+            if not settings.replaces and job.dst.exists():
+                on_result(index, Outcome(job.src, job.dst, "skipped", WRITTEN_BY_OTHER_RUN))
+                continue
+            if on_start is not None:
+                on_start(job)
+            try:
+                outcome = process(job, model, settings, progress)
+            except DiskFullError as exc:
+                on_result(index, Outcome(job.src, job.dst, "failed", str(exc), exception=exc))
+                return "disk_full"
+            except Exception as exc:  # noqa: BLE001 - whatever goes wrong with one file is that file's failure
+                outcome = failure_outcome(job, exc, settings)
+            on_result(index, outcome)
+    except KeyboardInterrupt:
+        return "interrupted"
+    return "completed"
+
+
+class _Pipeline:
+    """The overlapped run: reads one photo ahead and writes one behind while the model works.
+
+    Pending results sit in ``self.pending`` in input order, each either a finished Outcome or the
+    writer's Future; they are reported from the front as soon as they are complete, so the order of
+    results never depends on thread timing.
+    """
+
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        model: nn.Module,
+        settings: Settings,
+        on_result: Callable[[int, Outcome], None],
+        on_start: Callable[[Job], None] | None,
+        progress: ProgressFn | None,
+    ) -> None:
+        self.jobs, self.model, self.settings = jobs, model, settings
+        self.on_result, self.on_start, self.progress = on_result, on_start, progress
+        self.pending: deque[tuple[int, Outcome | Future[Outcome]]] = deque()
+        self.writing: Future[Outcome] | None = None
+        self.reader = ThreadPoolExecutor(1, thread_name_prefix="deblurcli-read")
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="deblurcli-write")
+
+    def run(self) -> RunEnd:
+        end: RunEnd = "completed"
+        try:
+            self._loop()
+        except _Stop:
+            end = "disk_full"
+        except KeyboardInterrupt:
+            end = "interrupted"
+        finally:
+            # Not-started reads are dropped; the write in flight (its model work is done) is finished.
+            self.reader.shutdown(wait=True, cancel_futures=True)
+            self.writer.shutdown(wait=True)
+        if end == "completed":
+            return end
+        try:
+            self._flush(final=True)
+        except _Stop:
+            return "disk_full"
+        except KeyboardInterrupt:
+            return "interrupted"
+        return end
+
+    def _loop(self) -> None:
+        ahead = self.reader.submit(_read_or_skip, self.jobs[0], self.settings) if self.jobs else None
+        for index, job in enumerate(self.jobs):
+            assert ahead is not None
+            read = ahead.result()
+            ahead = self.reader.submit(_read_or_skip, self.jobs[index + 1], self.settings) if index + 1 < len(self.jobs) else None
+            if read.outcome is not None:
+                self.pending.append((index, read.outcome))
+                self._flush()
+                continue
+            assert read.photo is not None
+            if self.on_start is not None:
+                self.on_start(job)
+            start = time.perf_counter()
+            try:
+                out = model_stage(read.photo, self.model, self.settings, self.progress)
+            except Exception as exc:  # noqa: BLE001 - a model failure is this file's failure
+                self.pending.append((index, failure_outcome(job, exc, self.settings)))
+                self._flush()
+                continue
+            model_seconds = time.perf_counter() - start
+            if self.writing is not None:
+                self.writing.exception()  # one write at a time: the model waits rather than piling up photos
+                self._flush()
+            self.writing = self.writer.submit(
+                _write, job, read.photo, out, self.settings, read.seconds + model_seconds, model_seconds
+            )
+            self.pending.append((index, self.writing))
+            del read, out  # the writer holds the only references now
+            self._flush()
+        self._flush(final=True)
+
+    def _flush(self, *, final: bool = False) -> None:
+        """Report finished results from the front (waiting for each if ``final``); a full disk stops."""
+        from deblurcli.photo import DiskFullError
+
+        while self.pending:
+            index, item = self.pending[0]
+            if isinstance(item, Future):
+                if not (final or item.done()):
+                    return
+                job = self.jobs[index]
+                try:
+                    outcome = item.result()
+                except DiskFullError as exc:
+                    self.pending.clear()
+                    self.on_result(index, Outcome(job.src, job.dst, "failed", str(exc), exception=exc))
+                    raise _Stop from None
+                except Exception as exc:  # noqa: BLE001 - a failed write is this file's failure
+                    outcome = failure_outcome(job, exc, self.settings)
+            else:
+                outcome = item
+            self.pending.popleft()
+            self.on_result(index, outcome)

@@ -1,0 +1,218 @@
+"""Issue 8, interrupts and crashes: nothing partial, no temporary file, no lock or state left behind.
+
+Already proven in test_cli_deblur.py (not repeated here):
+  * Ctrl-C while a photo is being deblurred stops, lists what finished, and a re-run does the rest:
+    test_ctrl_c_in_process_stops_cleanly_and_rerun_finishes;
+  * Ctrl-C inside a write leaves nothing: test_ctrl_c_during_the_write_leaves_no_partial_file;
+  * disk full (ENOSPC) stops the batch with a clear message and no file: test_disk_full_stops_the_batch_...;
+  * SIGINT to a real process at a random moment: test_sigint_to_a_real_process;
+  * two real processes on one folder: test_two_processes_on_the_same_folder.
+and in test_photo.py for atomic_output itself (ENOSPC mid-write, Ctrl-C mid-write, fsync failure).
+
+Here: signals that land *inside* a write in a real process (made deterministic by slowing fsync down), the
+exact content of the output folder after finished and interrupted runs (hidden files included, since deblur
+keeps no lock or state file at all), and the leftovers of a process killed outright.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner, Result
+from PIL import Image
+
+from deblurcli import photo as photo_mod
+from deblurcli import weights
+from deblurcli.cli import group
+from deblurcli.models.nafnet import NAFNet
+from deblurcli.photo import (
+    TEMP_TAG,
+    atomic_output,
+    is_temp_file,
+    remove_stale_temp_files,
+)
+
+#: Runs the real CLI with every fsync slowed down, so that a signal can be sent while a write is open.
+SLOW_FSYNC_CLI = """
+import os, sys, time
+real_fsync = os.fsync
+def slow_fsync(fd):
+    time.sleep(float(os.environ["SLOW_FSYNC_S"]))
+    real_fsync(fd)
+os.fsync = slow_fsync
+from deblurcli.cli import main
+main()
+"""
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    net = NAFNet(width=8, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1], local_pool=16)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    weights.save_generator(net.eval(), path, {"name": "tiny"})
+    return path
+
+
+def photos(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        paths.append(folder / f"{i:02d}.png")
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(paths[-1])
+    return paths
+
+
+def everything(folder: Path) -> list[str]:
+    """All entries under ``folder``, hidden ones included."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+def deblur(*args: str | Path) -> Result:
+    return CliRunner().invoke(group, [*map(str, args), "--threads", "1"], catch_exceptions=False)
+
+
+def signal_during_first_write(src: Path, out: Path, model: Path, sig: signal.Signals) -> tuple[int, str, str]:
+    """Start a real run, wait until its first temporary output exists, send ``sig``; (rc, stdout, stderr)."""
+    env = {**os.environ, "SLOW_FSYNC_S": "1.5", "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-c", SLOW_FSYNC_CLI, str(src), "-o", str(out), "--weights", str(model), "--threads", "1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.is_dir() and any(is_temp_file(p.name) for p in out.iterdir()):
+            break
+        time.sleep(0.01)
+    else:
+        proc.kill()
+        pytest.fail("the run never started writing")
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    return proc.returncode, stdout.decode(), stderr.decode()
+
+
+def test_finished_run_leaves_only_outputs(tmp_path: Path, model_file: Path) -> None:
+    photos(tmp_path / "in", 2)
+    (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    result = deblur(tmp_path / "in", "-o", tmp_path / "out", "--weights", model_file, "--compare")
+    assert result.exit_code == 1
+    assert everything(tmp_path / "out") == ["00.png", "00_compare.jpg", "01.png", "01_compare.jpg"]
+
+
+def test_sigint_inside_a_write_completes_that_file_and_leaves_nothing_partial(tmp_path: Path, model_file: Path) -> None:
+    src = tmp_path / "in"
+    photos(src, 3)
+    out = tmp_path / "out"
+    rc, stdout, stderr = signal_during_first_write(src, out, model_file, signal.SIGINT)
+    assert rc == 130, stderr
+    assert "Traceback" not in stderr and "interrupted:" in stderr
+    written = everything(out)
+    assert all(name.endswith(".png") and not name.startswith(".") for name in written), written
+    reported = sorted(Path(line).name for line in stdout.splitlines())
+    # Every reported output is on disk; the write the signal landed in is finished, and may be unlisted.
+    assert set(reported) <= set(written) and len(written) - len(reported) <= 1, (reported, written, stderr)
+    for name in written:
+        with Image.open(out / name) as im:
+            im.load()  # complete, decodable
+    result = deblur(src, "-o", out, "--weights", model_file)  # the same command finishes the rest
+    assert result.exit_code == 0 and f"done {3 - len(written)}, skipped {len(written)}, failed 0" in result.stderr
+    assert everything(out) == ["00.png", "01.png", "02.png"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cli/deblur.py installs no SIGTERM handler: `kill`, `timeout`, docker stop and systemd stop end the "
+    "run at once, mid-write, leaving a .deblurcli-tmp- file and no 'interrupted:' summary (train/loop.py "
+    "already maps SIGTERM to its clean stop; deblur could raise KeyboardInterrupt from a SIGTERM handler)",
+)
+def test_sigterm_inside_a_write_behaves_like_ctrl_c(tmp_path: Path, model_file: Path) -> None:
+    src = tmp_path / "in"
+    photos(src, 3)
+    out = tmp_path / "out"
+    rc, _, stderr = signal_during_first_write(src, out, model_file, signal.SIGTERM)
+    assert rc in (130, 143), stderr
+    assert "interrupted:" in stderr
+    assert not [name for name in everything(out) if TEMP_TAG in name]
+
+
+# ------------------------------------------------------------------------ a process killed outright
+
+
+def _aged(path: Path, seconds: float = 3600.0) -> None:
+    when = time.time() - seconds
+    os.utime(path, (when, when))
+
+
+def test_stale_temp_files_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    stale = tmp_path / f".a.png{TEMP_TAG}0badf00d"
+    fresh = tmp_path / f".b.png{TEMP_TAG}12345678"  # just created by a writer that has not locked it yet
+    theirs = [tmp_path / ".DS_Store", tmp_path / f"a.png{TEMP_TAG}notours", tmp_path / "c.png"]
+    for path in (stale, fresh, *theirs):
+        path.write_bytes(b"x")
+    for path in (stale, *theirs):
+        _aged(path)
+    (tmp_path / f".dir{TEMP_TAG}00000000").mkdir()
+    _aged(tmp_path / f".dir{TEMP_TAG}00000000")
+    if photo_mod.fcntl is None:
+        assert remove_stale_temp_files(tmp_path) == []
+        return
+    assert remove_stale_temp_files(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [fresh.name, f".dir{TEMP_TAG}00000000", *(p.name for p in theirs)]
+    )
+    assert remove_stale_temp_files(tmp_path / "missing") == []
+
+
+@pytest.mark.skipif(photo_mod.fcntl is None, reason="no flock on this platform")
+def test_a_live_write_is_never_taken_for_a_leftover(tmp_path: Path) -> None:
+    """A second run cleaning the folder while the first one is writing (slowly) leaves its file alone,
+    through the whole write including the rename."""
+    target = tmp_path / "a.png"
+    inside = threading.Event()
+    release = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            with atomic_output(target) as fh:
+                fh.write(b"complete")
+                inside.set()
+                release.wait(10)
+        except BaseException as e:  # noqa: BLE001 - reported to the test thread
+            errors.append(e)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert inside.wait(10)
+    (tmp,) = [p for p in tmp_path.iterdir() if is_temp_file(p.name)]
+    _aged(tmp)  # old enough: only the lock protects it now
+    assert remove_stale_temp_files(tmp_path) == []
+    release.set()
+    thread.join(10)
+    assert errors == [] and target.read_bytes() == b"complete"
+    assert everything(tmp_path) == ["a.png"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="cli/deblur.py (or runner.py) does not yet call photo.remove_stale_temp_files on the output "
+    "folders, so the leftover of a killed run stays there forever",
+)
+def test_next_run_removes_a_killed_runs_leftover(tmp_path: Path, model_file: Path) -> None:
+    photos(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    leftover = out / f".00.png{TEMP_TAG}deadbeef"  # what SIGKILL during a write leaves
+    leftover.write_bytes(b"\x89PNG half")
+    _aged(leftover)
+    result = deblur(tmp_path / "in", "-o", out, "--weights", model_file)
+    assert result.exit_code == 0
+    assert everything(out) == ["00.png"]
