@@ -179,7 +179,7 @@ def deblur_image(
     target = placed if placed is not None else resolve_device(device)
     if model is None:
         model = _default_model(str(target))
-    dtype = resolve_precision(precision, target)
+    dtype = resolve_precision(precision, target, inference=True)
 
     if isinstance(image, Image.Image):
         rgb, alpha = _split_pil(image)

@@ -467,12 +467,35 @@ def make_lpips(net: str = "alex", *, random_backbone: bool = False) -> tuple[Any
                 return None, f"LPIPS n/a: its ImageNet backbone is not cached and could not be downloaded ({reason}); {_how_to_provide(net)}"
             finally:
                 socket.setdefaulttimeout(previous)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torchvision's "pretrained is deprecated" chatter
-            model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=random_backbone, verbose=False)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        # what torch.load raises for a foreign, truncated or empty file (all three measured)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's "pretrained is deprecated" chatter
+        # Always a random backbone here: lpips/torchvision would read the cached file with a full unpickle,
+        # so the ImageNet weights are loaded below as plain tensors instead.
+        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
+    if not random_backbone:
         path = lpips_backbone_path(net)
-        return None, f"LPIPS n/a: cannot load {path} ({type(exc).__name__}); delete it and {_how_to_provide(net)}"
+        try:
+            _load_backbone(model.net, torch.load(path, map_location="cpu", weights_only=True))
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as exc:
+            # what torch.load raises for a foreign, truncated, empty or code-carrying file (all measured)
+            return None, f"LPIPS n/a: cannot load {path} ({type(exc).__name__}); delete it and {_how_to_provide(net)}"
     return model.eval().requires_grad_(False), None
+
+
+def _load_backbone(net: torch.nn.Module, state: Mapping[str, Any]) -> None:
+    """Copy a torchvision checkpoint's ``features.<i>.*`` tensors into lpips' backbone slices.
+
+    lpips 0.1.4 splits torchvision's ``features`` into ``slice1``..``sliceN`` whose children keep their
+    ``features`` index as name, so ``features.3.weight`` belongs to whichever slice holds child ``3``.
+    ``strict=True`` makes a checkpoint for another architecture an error rather than a silent half-load.
+    """
+    if not isinstance(state, Mapping):
+        raise TypeError("not a state dict")
+    home = {child: slice_name for slice_name, part in net.named_children() for child, _ in part.named_children()}
+    mapped = {}
+    for key, tensor in state.items():
+        prefix, _, rest = key.partition(".")
+        index, _, param = rest.partition(".")
+        if prefix == "features" and index in home:
+            mapped[f"{home[index]}.{index}.{param}"] = tensor
+    net.load_state_dict(mapped, strict=True)

@@ -69,6 +69,7 @@ class Settings:
 
     ``device``/``precision`` are resolved (``torch.device``/``torch.dtype``); ``tile`` is a size, 0 for the
     whole image, or None for the engine's own plan; ``batch_size`` None lets the engine choose.
+    ``compile`` runs the model through ``torch.compile`` (``deblur --compile``).
     """
 
     device: Any
@@ -82,6 +83,7 @@ class Settings:
     in_place: bool = False
     allow_huge: bool = False
     quality: int = 95
+    compile: bool = False
 
     @property
     def replaces(self) -> bool:
@@ -124,7 +126,9 @@ class Outcome:
         }
 
     def as_json(self) -> str:
-        return json.dumps(self.as_dict(), ensure_ascii=False)
+        """One JSON line; ASCII-only, so a file name that is not valid UTF-8 (kept as surrogates) cannot
+        break a strict UTF-8 stdout, and ``json.loads`` + ``os.fsencode`` give back its exact bytes."""
+        return json.dumps(self.as_dict(), ensure_ascii=True)
 
 
 # --------------------------------------------------------------------------------------------- stages
@@ -177,6 +181,7 @@ def model_stage(photo: Photo, model: nn.Module, settings: Settings, progress: Pr
     out = deblur_array(
         model, photo.rgb, device=settings.device, precision=settings.precision, tile=settings.tile,
         overlap=settings.overlap, batch_size=settings.batch_size, progress=progress,
+        compile=settings.compile,
     )
     return apply_strength(photo.rgb, out, settings.strength)
 

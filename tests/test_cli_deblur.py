@@ -24,6 +24,7 @@ from PIL import Image
 
 from deblurcli import api, weights
 from deblurcli.cli import group
+from deblurcli.devices import resolve_precision
 from deblurcli.engine import deblur_array
 from deblurcli.models.nafnet import NAFNet
 from deblurcli.photo import TEMP_TAG
@@ -61,7 +62,8 @@ def pixels(path: Path) -> np.ndarray:
 
 def expected(path: Path) -> np.ndarray:
     """What the CLI must write for a PNG input: the engine's output, rounded to 8 bits."""
-    out = deblur_array(tiny_nafnet(), pixels(path).astype(np.float32) / 255, device="cpu")
+    precision = resolve_precision("auto", torch.device("cpu"), inference=True)  # the CLI's --precision auto
+    out = deblur_array(tiny_nafnet(), pixels(path).astype(np.float32) / 255, device="cpu", precision=precision)
     return np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
@@ -172,7 +174,8 @@ def test_absent_device_is_an_error_not_a_fallback(tmp_path: Path, model_file: Pa
 def test_verbose_says_which_device(tmp_path: Path, model_file: Path) -> None:
     photo(tmp_path / "a.png")
     result = deblur(tmp_path / "a.png", "--weights", model_file, "-v", "--threads", "1")
-    assert "device cpu (auto), precision float32" in result.stderr
+    picked = str(resolve_precision("auto", torch.device("cpu"), inference=True)).replace("torch.", "")
+    assert f"device cpu (auto), precision {picked}" in result.stderr
 
 
 def test_disk_full_stops_the_batch_without_partial_files(tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,7 +213,8 @@ def test_ctrl_c_in_process_stops_cleanly_and_rerun_finishes(tmp_path: Path, mode
         return model
 
     monkeypatch.setattr(api, "load_model", interrupting_load)
-    result = deblur(tmp_path / "in", "-o", tmp_path / "out", "--weights", model_file)
+    # fp32: auto may pick bf16, whose per-run speed check adds forwards that this count must not see
+    result = deblur(tmp_path / "in", "-o", tmp_path / "out", "--weights", model_file, "--precision", "fp32")
     assert result.exit_code == 130
     assert "interrupted: 2 photos finished" in result.stderr and "2 not finished" in result.stderr
     assert f"finished: {tmp_path / 'in' / '1.png'} -> {tmp_path / 'out' / '1.png'}" in result.stderr
@@ -343,3 +347,20 @@ def test_json_lines_carry_model_time_and_folder_order(tmp_path: Path, model_file
     assert all(0 < r["model_seconds"] <= r["seconds"] for r in records if r["status"] == "done")
     for i in (0, 1, 3, 4):
         assert np.array_equal(pixels(tmp_path / "out" / f"{i}.png"), expected(tmp_path / "in" / f"{i}.png"))
+
+
+def test_compile_reaches_the_engine_and_is_off_by_default(tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--compile is passed down to engine.deblur_array (stood in for: compiling takes minutes on a CPU)."""
+    from deblurcli import engine
+
+    seen: list[bool] = []
+
+    def record(model: torch.nn.Module, rgb: np.ndarray, **kwargs: object) -> np.ndarray:
+        seen.append(kwargs.get("compile", False))
+        return rgb
+
+    monkeypatch.setattr(engine, "deblur_array", record)
+    photo(tmp_path / "a.png")
+    assert deblur(tmp_path / "a.png", "-o", tmp_path / "x.png", "--weights", model_file, "--tile", "0").exit_code == 0
+    assert deblur(tmp_path / "a.png", "-o", tmp_path / "y.png", "--weights", model_file, "--tile", "0", "--compile").exit_code == 0
+    assert seen == [False, True]

@@ -281,3 +281,23 @@ def test_max_shift_scores_the_central_region_and_guards_sizes() -> None:
         metrics.image_metrics(out, tgt, max_shift=85)
     with pytest.raises(DeblurError, match="max shift must be 0 or more"):
         metrics.shift_tolerant_psnr(out, tgt, max_shift=-1)
+
+
+@pytest.mark.parametrize("net", ["alex", "squeeze"])
+def test_make_lpips_loads_a_torchvision_backbone_as_plain_tensors(tmp_path, monkeypatch, net) -> None:
+    """A cached torchvision checkpoint (classifier included) lands in lpips' slices, every tensor of it."""
+    import torch
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(0)
+    reference = torchvision.models.alexnet() if net == "alex" else torchvision.models.squeezenet1_1()
+    path = metrics.lpips_backbone_path(net)
+    path.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), path)
+    model, note = metrics.make_lpips(net)
+    assert note is None
+    loaded = {k.split(".", 1)[1]: v for k, v in model.net.state_dict().items()}
+    expected = {k.split(".", 1)[1]: v for k, v in reference.state_dict().items() if k.startswith("features.")}
+    assert loaded.keys() == expected.keys()
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)

@@ -127,12 +127,6 @@ def test_sigint_inside_a_write_completes_that_file_and_leaves_nothing_partial(tm
     assert everything(out) == ["00.png", "01.png", "02.png"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/deblur.py installs no SIGTERM handler: `kill`, `timeout`, docker stop and systemd stop end the "
-    "run at once, mid-write, leaving a .deblurcli-tmp- file and no 'interrupted:' summary (train/loop.py "
-    "already maps SIGTERM to its clean stop; deblur could raise KeyboardInterrupt from a SIGTERM handler)",
-)
 def test_sigterm_inside_a_write_behaves_like_ctrl_c(tmp_path: Path, model_file: Path) -> None:
     src = tmp_path / "in"
     photos(src, 3)
@@ -201,11 +195,6 @@ def test_a_live_write_is_never_taken_for_a_leftover(tmp_path: Path) -> None:
     assert everything(tmp_path) == ["a.png"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/deblur.py (or runner.py) does not yet call photo.remove_stale_temp_files on the output "
-    "folders, so the leftover of a killed run stays there forever",
-)
 def test_next_run_removes_a_killed_runs_leftover(tmp_path: Path, model_file: Path) -> None:
     photos(tmp_path / "in", 1)
     out = tmp_path / "out"

@@ -66,13 +66,6 @@ def test_unicode_and_spaces_in_folder_and_file_names(tmp_path: Path, model_file:
 
 
 @pytest.mark.skipif(sys.platform in ("darwin", "win32"), reason="file names there must be valid Unicode")
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="cli/deblur.py Reporter.result echoes the output path (or --json with ensure_ascii=False) to a "
-    "strict UTF-8 stdout (CliRunner; a real run under en_US.UTF-8 or PYTHONIOENCODING=utf-8:strict): a "
-    "name holding non-UTF-8 bytes is written, then the run dies with a traceback",
-)
 def test_file_name_that_is_not_utf8_keeps_its_bytes(tmp_path: Path, model_file: Path) -> None:
     src = os.fsencode(tmp_path / "in") + b"/caf\xe9 \xff.png"  # Latin-1 bytes, as old cameras/zips leave
     photo(src)

@@ -120,13 +120,6 @@ def test_no_module_can_full_unpickle() -> None:
     assert loads >= 2  # weights.py and train/checkpoint.py: the guard is looking at real code
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="metrics.make_lpips builds lpips.LPIPS(pretrained=True), whose torchvision backbone is read with "
-    "torch.hub.load_state_dict_from_url(weights_only=False): a tampered file in $TORCH_HOME/hub/checkpoints "
-    "runs code in `deblur eval`/`deblur train`. Fix in metrics.py: build LPIPS with pnet_rand=True, then "
-    "load the backbone with torch.load(path, weights_only=True) (and check its sha256 prefix)",
-)
 def test_lpips_backbone_in_the_cache_is_not_full_unpickled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from deblurcli import metrics
 

@@ -22,14 +22,19 @@ Exit codes: 0 all done (or skipped), 1 some files failed, 2 usage error, 130 int
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from deblurcli.cli.options import parse_tile
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -58,17 +63,14 @@ def parse_shard_option(_ctx: click.Context, _param: click.Parameter, value: str 
         raise click.BadParameter(str(exc)) from None
 
 
-def parse_tile(_ctx: click.Context, _param: click.Parameter, value: str) -> int | None:
-    """``--tile auto`` (None: sized from free memory), ``0`` (whole image) or a size in pixels."""
-    if value.strip().lower() == "auto":
-        return None
-    try:
-        tile = int(value)
-    except ValueError:
-        raise click.BadParameter("expected 'auto', 0 (whole image) or a tile size in pixels") from None
-    if tile < 0:
-        raise click.BadParameter("a tile size cannot be negative")
-    return tile
+def _printable(text: str, stream: Any) -> str:
+    """``text`` as ``stream`` can encode it: a file name that is not valid UTF-8 (its bytes kept as
+    surrogates by ``os.fsdecode``) shows them as ``\\xNN``, and characters the stream's encoding lacks
+    become escapes, instead of a UnicodeEncodeError killing the run after the file was written."""
+    if any("\udc80" <= ch <= "\udcff" for ch in text):
+        text = os.fsencode(text).decode("utf-8", "backslashreplace")
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding)
 
 
 def _full(path: Path | str) -> str:
@@ -95,6 +97,7 @@ class Reporter:
         self.tiles_task: TaskID | None = None
 
     def _err(self, line: str) -> None:
+        line = _printable(line, sys.stderr)
         if self.tty:
             self.console.print(line, markup=False)
         else:
@@ -124,9 +127,9 @@ class Reporter:
 
     def result(self, outcome: Outcome) -> None:
         if self.as_json:
-            click.echo(outcome.as_json())
+            click.echo(outcome.as_json())  # ASCII-only JSON
         elif not self.quiet and outcome.status == "done":
-            click.echo(str(outcome.output))
+            click.echo(_printable(str(outcome.output), sys.stdout))
 
     # --- progress (stderr, terminal only) ---------------------------------------------------------
     def start(self, files: int) -> None:
@@ -222,6 +225,29 @@ def run_jobs(jobs: list[Job], model: nn.Module, settings: Settings, reporter: Re
     return outcomes, end == "interrupted"
 
 
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (``kill``, ``timeout``, docker/systemd stop) stops the run the way Ctrl-C does: the write in
+    progress completes or is rolled back, the finished files are listed and the exit code is 130.
+
+    Python's default for SIGTERM is to die at once, mid-write. Only the main thread can install a handler;
+    elsewhere (a library caller's worker thread) SIGTERM keeps whatever the caller set up.
+    """
+
+    def handle(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handle)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
@@ -243,7 +269,7 @@ def _load(model_name: str | None, weights: Path | None, device_spec: str, precis
     if threads is not None:
         set_threads(threads)
     device = resolve_device(device_spec)
-    precision = resolve_precision(precision_spec, device)
+    precision = resolve_precision(precision_spec, device, inference=True)
     started = time.perf_counter()
     model = load_model(model_name, weights, str(device))
     what = str(weights) if weights is not None else model_name or "default model"
@@ -263,8 +289,9 @@ def _load(model_name: str | None, weights: Path | None, device_spec: str, precis
 @click.option("--tile", default="auto", show_default=True, callback=parse_tile, help="Tile size in pixels, 0 for the whole image, auto to size from free memory.")
 @click.option("--overlap", type=click.IntRange(min=0), default=32, show_default=True, help="Cross-fade width between tiles, in pixels.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps (an absent device is an error).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="Compute precision (auto: fp32 on CPU, bf16/fp16 on GPU).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="Compute precision (auto: bf16 on CPUs with native bf16, else fp32; bf16/fp16 on GPU).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: PyTorch's choice).")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model: faster on long GPU runs; compiling takes minutes on a CPU.")
 @click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True, help="Blend with the input: 1 is the full result, 0 the input.")
 @click.option("--compare", is_flag=True, help="Also write NAME_compare.jpg: input and output side by side.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them).")
@@ -289,6 +316,7 @@ def command(
     device: str,
     precision: str,
     threads: int | None,
+    compile_model: bool,
     strength: float,
     compare: bool,
     overwrite: bool,
@@ -316,7 +344,7 @@ def command(
     from deblurcli.batch import PlanError, find_inputs, plan_jobs
     from deblurcli.batch import shard as shard_of
     from deblurcli.errors import DeblurError, DeviceError
-    from deblurcli.photo import WRITABLE_SUFFIXES
+    from deblurcli.photo import WRITABLE_SUFFIXES, remove_stale_temp_files
     from deblurcli.runner import Outcome, Settings, compare_path
 
     if not paths:
@@ -358,8 +386,13 @@ def command(
             if as_json:
                 reporter.result(outcome)
             elif not quiet:
-                click.echo(f"{'skip (exists)' if exists else 'write'}: {job.src} -> {job.dst}")
+                click.echo(_printable(f"{'skip (exists)' if exists else 'write'}: {job.src} -> {job.dst}", sys.stdout))
         ctx.exit(1 if problems else 0)
+
+    for folder in sorted({job.dst.parent for job in jobs}):
+        # leftovers of a run killed outright (SIGKILL, power loss); live writes of another run are kept
+        for leftover in remove_stale_temp_files(folder):
+            reporter.info(f"removed {leftover}, left by an earlier run that was killed mid-write")
 
     todo: list[Job] = []
     skipped: list[Outcome] = []
@@ -397,7 +430,10 @@ def command(
         if tile is None:  # planned once per run: the probe behind it costs a forward pass
             tile, batch_size = auto_plan(model, dev, overlap)
             reporter.info(f"tiles of {tile} px (auto), {batch_size} per batch")
-        settings = Settings(dev, dtype, tile, batch_size, overlap, strength, compare, overwrite, in_place, allow_huge, quality)
+        settings = Settings(
+            dev, dtype, tile, batch_size, overlap, strength, compare, overwrite, in_place, allow_huge, quality,
+            compile=compile_model,
+        )
         current: list[str] = []
         handler = _LogToReporter(reporter, current)
         library_log = logging.getLogger("deblurcli")
@@ -405,7 +441,8 @@ def command(
         library_log.addHandler(handler)
         library_log.setLevel(handler.level)
         try:
-            done, interrupted = run_jobs(todo, model, settings, reporter, current)
+            with _sigterm_as_ctrl_c():
+                done, interrupted = run_jobs(todo, model, settings, reporter, current)
         finally:
             library_log.removeHandler(handler)
             library_log.setLevel(level)

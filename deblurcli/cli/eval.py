@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from deblurcli.cli.options import parse_tile
+
 if TYPE_CHECKING:
     import numpy as np
     from rich.table import Table
@@ -63,19 +65,6 @@ class Report:
     notes: list[str]
     problems: list[str]
     errors: list[str]
-
-
-def parse_tile(_ctx: click.Context, _param: click.Parameter, value: str) -> int | None:
-    """``--tile auto`` (None: sized from free memory), ``0`` (whole image) or a size in pixels."""
-    if value.strip().lower() == "auto":
-        return None
-    try:
-        tile = int(value)
-    except ValueError:
-        raise click.BadParameter("expected 'auto', 0 (whole image) or a tile size in pixels") from None
-    if tile < 0:
-        raise click.BadParameter("a tile size cannot be negative")
-    return tile
 
 
 @click.command("eval")
@@ -206,7 +195,7 @@ def evaluate(
         from deblurcli.engine import deblur_array
         from deblurcli.weights import default_model_name, load_generator
 
-        dtype = resolve_precision(precision, dev)
+        dtype = resolve_precision(precision, dev, inference=True)
         model = load_generator(model_name, weights)  # once, for every pair
         source = {"model": model_name or default_model_name()} if model_name or weights is None else {}
         if weights is not None:
