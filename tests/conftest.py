@@ -1,0 +1,8 @@
+"""Setup shared by every test module."""
+
+import signal
+
+# A test run started in the background by a non-interactive shell (as CI harnesses may do) inherits
+# SIGINT as *ignored*, and so would every CLI process the tests start. The interrupt tests need Python's
+# normal Ctrl-C behaviour here and in those children (a handled signal is reset to default on exec).
+signal.signal(signal.SIGINT, signal.default_int_handler)
