@@ -82,7 +82,7 @@ class DeblurActor:
         set_threads(max(1, int(cpus)))  # torch would otherwise take every core of the node in each actor
         dev = resolve_device(device)
         self.model = load_model(model, weights, str(dev))
-        self.settings = Settings(dev, resolve_precision(precision, dev), **settings)
+        self.settings = Settings(dev, resolve_precision(precision, dev, inference=True), **settings)
         check_tile(self.model, self.settings.tile, self.settings.overlap)
         if self.settings.tile is None:  # planned once per actor, as the CLI plans once per run
             self.settings.tile, self.settings.batch_size = auto_plan(self.model, dev, self.settings.overlap)
