@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from deblurcli.cli.deblur import parse_tile
+from deblurcli.cli.options import output_options, tiling_options
 
 
 @click.command("cluster", context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,13 +28,10 @@ from deblurcli.cli.deblur import parse_tile
 @click.option("--gpus-per-actor", type=click.FloatRange(min=0.0), help="GPUs each model copy reserves (default 1 when the cluster has GPUs, else 0).")
 @click.option("--model", "model_name", metavar="NAME", help="Catalogue model (default: the bundled default).")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Weights file (on a file system every node sees).")
-@click.option("--tile", default="auto", show_default=True, callback=parse_tile, help="Tile size in pixels, 0 for the whole image, auto to size from free memory.")
-@click.option("--overlap", type=click.IntRange(min=0), default=32, show_default=True, help="Cross-fade width between tiles, in pixels.")
+@tiling_options
 @click.option("--device", default="auto", show_default=True, help="Device on each worker: auto, cpu, cuda, cuda:N.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="Compute precision.")
-@click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True, help="Blend with the input: 1 is the full result, 0 the input.")
-@click.option("--compare", is_flag=True, help="Also write NAME_compare.jpg: input and output side by side.")
-@click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them).")
+@output_options
 @click.option("--allow-huge", is_flag=True, help="Read images above the decompression-bomb limit.")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality of the outputs.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout (the result table).")

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from deblurcli.cli.options import parse_tile
+from deblurcli.cli.options import output_options, tiling_options
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -286,15 +286,12 @@ def _load(model_name: str | None, weights: Path | None, device_spec: str, precis
 @click.option("-r", "--recursive", is_flag=True, help="Go into sub-folders; the tree is mirrored under the output folder.")
 @click.option("--model", "model_name", metavar="NAME", help="Catalogue model (see 'deblur models'; default: the bundled default).")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Weights file to use instead of a catalogue model.")
-@click.option("--tile", default="auto", show_default=True, callback=parse_tile, help="Tile size in pixels, 0 for the whole image, auto to size from free memory.")
-@click.option("--overlap", type=click.IntRange(min=0), default=32, show_default=True, help="Cross-fade width between tiles, in pixels.")
+@tiling_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps (an absent device is an error).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="Compute precision (auto: bf16 on CPUs with native bf16, else fp32; bf16/fp16 on GPU).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: PyTorch's choice).")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model: faster on long GPU runs; compiling takes minutes on a CPU.")
-@click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True, help="Blend with the input: 1 is the full result, 0 the input.")
-@click.option("--compare", is_flag=True, help="Also write NAME_compare.jpg: input and output side by side.")
-@click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them).")
+@output_options
 @click.option("--in-place", is_flag=True, help="Replace the input files themselves.")
 @click.option("--dry-run", is_flag=True, help="List what would be written, write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")

@@ -3,6 +3,9 @@ option the same way (one definition, one error message)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 
@@ -17,3 +20,16 @@ def parse_tile(_ctx: click.Context, _param: click.Parameter, value: str) -> int 
     if tile < 0:
         raise click.BadParameter("a tile size cannot be negative")
     return tile
+
+
+def tiling_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--tile`` and ``--overlap``, declared once for every command that runs the tiled engine."""
+    command = click.option("--overlap", type=click.IntRange(min=0), default=32, show_default=True, help="Cross-fade width between tiles, in pixels.")(command)
+    return click.option("--tile", default="auto", show_default=True, callback=parse_tile, help="Tile size in pixels, 0 for the whole image, auto to size from free memory.")(command)
+
+
+def output_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--strength``, ``--compare``, ``--overwrite``: how results are written, the same for the CLI and Ray."""
+    command = click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them).")(command)
+    command = click.option("--compare", is_flag=True, help="Also write NAME_compare.jpg: input and output side by side.")(command)
+    return click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True, help="Blend with the input: 1 is the full result, 0 the input.")(command)
