@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling bench scripts
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -40,19 +42,12 @@ RSS_LIMIT = 3 * GIB
 
 
 def make_photo(path: Path, megapixels: float, seed: int = 0) -> tuple[int, int]:
-    """A 4:3 JPEG with smooth gradients and fine texture (compresses and decodes like a real photo)."""
-    width = round((megapixels * 1e6 * 4 / 3) ** 0.5)
-    height = round(width * 3 / 4)
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    rgb = np.empty((height, width, 3), np.float32)
-    rgb[..., 0] = xx / width
-    rgb[..., 1] = yy / height
-    rgb[..., 2] = 0.5 + 0.3 * np.sin(xx / 37.0) * np.cos(yy / 53.0)
-    rgb *= 0.85
-    rgb += 0.15 * rng.random((height, width, 3), dtype=np.float32)
+    """A 4:3 JPEG of ``perf_report.synthetic_photo`` (compresses and decodes like a real photo)."""
+    from perf_report import synthetic_photo
+
+    rgb = synthetic_photo(megapixels, seed)
     Image.fromarray((rgb * 255).astype(np.uint8)).save(path, quality=92)
-    return width, height
+    return rgb.shape[1], rgb.shape[0]
 
 
 def run_cli(args: list[str]) -> tuple[float, int, int, str]:
