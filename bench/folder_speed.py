@@ -60,12 +60,13 @@ def main() -> int:
     import torch
 
     from deblurcli.batch import find_inputs, plan_jobs
-    from deblurcli.devices import resolve_device, resolve_precision
+    from deblurcli.devices import keep_host_memory, resolve_device, resolve_precision
     from deblurcli.engine import auto_plan
     from deblurcli.runner import Outcome, Settings, model_stage, read_stage, run_jobs
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_host_memory()  # as the CLI does
     device = resolve_device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with tempfile.TemporaryDirectory() as tmpdir:

@@ -122,6 +122,9 @@ def main() -> int:
     threads = ["--threads", str(args.threads)] if args.threads else []
     if args.threads:
         torch.set_num_threads(args.threads)
+    from deblurcli.devices import keep_host_memory
+
+    keep_host_memory()  # the model-alone figure runs with the CLI's allocator settings
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {os.cpu_count()} cores visible")
     with tempfile.TemporaryDirectory() as tmpdir:

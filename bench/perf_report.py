@@ -75,10 +75,11 @@ def child(args: argparse.Namespace) -> None:
     """One timed tiled run in this process; prints one JSON line."""
     import torch
 
-    from deblurcli.devices import resolve_precision
+    from deblurcli.devices import keep_host_memory, resolve_precision
     from deblurcli.engine import auto_plan, deblur_array
 
     torch.set_num_threads(args.threads)
+    keep_host_memory()  # as the CLI does
     device = torch.device("cpu")
     model = build_preset(args.arch)
     dtype = resolve_precision(args.precision, device, inference=True)
@@ -147,60 +148,66 @@ def table(args: argparse.Namespace) -> None:
                   f"w32 published GoPro PSNR {PUBLISHED_PSNR['nafnet-w32']} dB")
 
 
-def _timed(fn: Any) -> float:
-    """CPU seconds of this process for ``fn()``: on a shared machine, with one thread, the work done, not
-    the time spent waiting for a core (wall-clock time there mostly measures the other processes)."""
-    start = time.process_time()
+def _timed(fn: Any) -> tuple[float, float]:
+    """(wall, CPU) seconds for ``fn()``. CPU seconds of this process count the work done whatever the load
+    (on a shared machine wall-clock time mostly measures the other processes); on a quiet machine wall time
+    is what a user waits, and with N threads CPU time is up to N times it."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     fn()
-    return time.process_time() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
+
+
+def _setup(args: argparse.Namespace) -> tuple[Any, np.ndarray, Any, Any]:
+    """Threads, model, synthetic photo and resolved precision shared by ``tiling`` and ``tiles``."""
+    import torch
+
+    from deblurcli.devices import keep_host_memory, resolve_precision
+
+    torch.set_num_threads(int(args.threads))
+    keep_host_memory()  # as the CLI does
+    cpu = torch.device("cpu")
+    return build_preset(args.arch), synthetic_photo(args.mp), cpu, resolve_precision(args.precision, cpu, inference=True)
 
 
 def tiling(args: argparse.Namespace) -> None:
     """Same photo tiled (auto plan) and whole, interleaved, best of ``--reps``: the tiling overhead."""
-    import torch
-
     from deblurcli.engine import auto_plan, deblur_array
 
-    torch.set_num_threads(int(args.threads))
-    model = build_preset(args.arch)
-    rgb = synthetic_photo(args.mp)
-    cpu = torch.device("cpu")
+    model, rgb, cpu, dtype = _setup(args)
     tile = args.tile or auto_plan(model, cpu, args.overlap)[0]
-    deblur_array(model, rgb[:256, :256].copy(), device=cpu, tile=0)
+    deblur_array(model, rgb[:256, :256].copy(), device=cpu, precision=dtype, tile=0)
     tiled, whole = [], []
     for _ in range(args.reps):
-        tiled.append(_timed(lambda: deblur_array(model, rgb, device=cpu, tile=tile, overlap=args.overlap)))
-        whole.append(_timed(lambda: deblur_array(model, rgb, device=cpu, tile=0)))
-    a = deblur_array(model, rgb, device=cpu, tile=tile, overlap=args.overlap)
-    b = deblur_array(model, rgb, device=cpu, tile=0)
+        tiled.append(_timed(lambda: deblur_array(model, rgb, device=cpu, precision=dtype, tile=tile, overlap=args.overlap)))
+        whole.append(_timed(lambda: deblur_array(model, rgb, device=cpu, precision=dtype, tile=0)))
+    a = deblur_array(model, rgb, device=cpu, precision=dtype, tile=tile, overlap=args.overlap)
+    b = deblur_array(model, rgb, device=cpu, precision=dtype, tile=0)
     psnr = -10 * np.log10(np.mean((a.astype(np.float64) - b) ** 2) + 1e-30)
     h, w, _ = rgb.shape
-    print(f"{args.arch}, {w}x{h}, {args.threads} thread(s), tile {tile} overlap {args.overlap}: tiled "
-          f"{min(tiled):.2f} CPU s, whole {min(whole):.2f} CPU s -> overhead {100 * (min(tiled) / min(whole) - 1):+.1f}% "
-          f"(tiled vs whole {psnr:.1f} dB); all runs tiled {[round(t, 2) for t in tiled]} whole "
-          f"{[round(t, 2) for t in whole]}")
+    (tw, tc), (ww, wc) = min(tiled), min(whole)
+    print(f"{args.arch}, {w}x{h}, {args.threads} thread(s), {dtype}, tile {tile} overlap {args.overlap}: tiled "
+          f"{tw:.2f} s ({tc:.2f} CPU s), whole {ww:.2f} s ({wc:.2f} CPU s) -> overhead {100 * (tw / ww - 1):+.1f}% "
+          f"wall, {100 * (tc / wc - 1):+.1f}% CPU (tiled vs whole {psnr:.1f} dB)")
 
 
 def tiles(args: argparse.Namespace) -> None:
-    """Throughput per tile size on one photo, interleaved rounds, best of ``--reps``."""
-    import torch
-
+    """Throughput per tile size on one photo, interleaved rounds, best of ``--reps`` (0 = whole image)."""
     from deblurcli.engine import deblur_array
 
-    torch.set_num_threads(int(args.threads))
-    model = build_preset(args.arch)
-    rgb = synthetic_photo(args.mp)
-    cpu = torch.device("cpu")
+    model, rgb, cpu, dtype = _setup(args)
     sizes = [int(s) for s in args.sizes.split(",")]
-    deblur_array(model, rgb[:256, :256].copy(), device=cpu, tile=0)
-    best = {s: float("inf") for s in sizes}
+    deblur_array(model, rgb[:256, :256].copy(), device=cpu, precision=dtype, tile=0)
+    best = {s: (float("inf"), float("inf")) for s in sizes}
     mp = rgb.shape[0] * rgb.shape[1] / 1e6
     for rep in range(args.reps):
         for s in sizes:
-            fn = lambda s=s: deblur_array(model, rgb, device=cpu, tile=s, overlap=args.overlap, batch_size=args.batch)
+            fn = lambda s=s: deblur_array(
+                model, rgb, device=cpu, precision=dtype, tile=s, overlap=args.overlap, batch_size=args.batch
+            )
             best[s] = min(best[s], _timed(fn))
-            print(f"round {rep + 1}: {args.arch} tile {s} batch {args.batch}, {args.threads} thread(s): best "
-                  f"{best[s]:.2f} CPU s = {mp / best[s]:.3f} MP/CPU-s", flush=True)
+            wall, cpu_s = best[s]
+            print(f"round {rep + 1}: {args.arch} tile {s} batch {args.batch}, {args.threads} thread(s), {dtype}: "
+                  f"best {wall:.2f} s = {mp / wall:.3f} MP/s ({cpu_s:.2f} CPU s)", flush=True)
 
 
 def precision(args: argparse.Namespace) -> None:
@@ -220,8 +227,8 @@ def precision(args: argparse.Namespace) -> None:
         ref, out = model(x), low()
         t32, t16 = [], []
         for _ in range(args.reps):
-            t32.append(_timed(lambda: model(x)))
-            t16.append(_timed(low))
+            t32.append(_timed(lambda: model(x))[1])
+            t16.append(_timed(low)[1])
     mse = float((ref.clamp(0, 1) - out.clamp(0, 1)).double().square().mean())
     print(f"{args.arch} {tuple(x.shape[2:])}, {args.threads} thread(s): fp32 {min(t32) * 1e3:.0f} CPU ms, bf16 "
           f"{min(t16) * 1e3:.0f} CPU ms ({min(t32) / min(t16):.2f}x), bf16 vs fp32 {-10 * np.log10(mse):.1f} dB")
@@ -244,9 +251,11 @@ def main() -> None:
     p = sub.add_parser("tiling", parents=[common], help="tiled vs whole")
     p.add_argument("--mp", type=float, default=2.0)
     p.add_argument("--threads", default="1")
+    p.add_argument("--precision", default="fp32", help="fp32, auto or bf16")
     p = sub.add_parser("tiles", parents=[common], help="tile-size sweep")
     p.add_argument("--mp", type=float, default=3.0)
     p.add_argument("--threads", default="1")
+    p.add_argument("--precision", default="fp32", help="fp32, auto or bf16")
     p.add_argument("--sizes", default="256,384,512,768")
     p = sub.add_parser("precision", parents=[common], help="fp32 vs bf16")
     p.add_argument("--size", type=int, default=512)

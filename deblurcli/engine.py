@@ -42,24 +42,27 @@ from deblurcli.errors import DeblurError
 
 log = logging.getLogger(__name__)
 
-#: Largest auto tile per device type. On CPU, measured NAFNet throughput per useful pixel peaks near
-#: 512 px (bigger tiles fall out of cache faster than they save overlap); GPUs like big batched tiles.
-MAX_AUTO_TILE = {"cpu": 512, "mps": 1024, "cuda": 2048}
+#: Largest auto tile per device type. On CPU, 1024 px balanced tiles ran a 12 MP photo 1.22x its pixels
+#: against 1.48x at 512 px, and with the host allocator kept warm (``devices.keep_host_memory``) their
+#: per-pixel cost holds: 8.9 s of model time against ~10 s (docs/performance.md). Without that, big tiles
+#: page-fault every layer output anew and 512 px was faster. GPUs like big batched tiles.
+MAX_AUTO_TILE = {"cpu": 1024, "mps": 1024, "cuda": 2048}
 #: Fraction of free memory an auto plan may spend on activations; the rest is for the photo itself,
 #: the allocator's fragmentation and other processes. Host RAM is shared with the photo buffers.
 MEMORY_FRACTION = {"cpu": 0.25, "mps": 0.3, "cuda": 0.6}
 #: Never plan more than this for activations on the host (keeps a 24 MP photo well under 3 GiB peak).
 HOST_ACTIVATION_CAP = 1 << 30
-#: Peak inference memory / largest single layer output, measured for NAFNet on CPU (7-11x, the local
-#: pool's padded window sums dominate); used to turn a cheap probe into a per-pixel memory estimate.
-PEAK_FACTOR = 12
+#: Peak inference memory / largest single layer output, measured for nafnet-s on CPU (5.1x at 512², 4.9x
+#: at 1024², as ru_maxrss growth over one forward), with a margin; turns a cheap probe into a per-pixel
+#: memory estimate. (It was 12 when the local pool's window sums were float64 prefix sums.)
+PEAK_FACTOR = 6
 #: Most tiles per device batch in an auto plan.
 MAX_AUTO_BATCH = 16
 
 #: A reduced precision must reproduce fp32 on a probe crop at least this well (PSNR, dB, range 1), or the
 #: run falls back to fp32: well above what anyone can see, well below what bf16 gives a healthy NAFNet (~58 dB).
 MIN_REDUCED_PSNR = 45.0
-#: Side of the probe crop for that check (a quarter of a 512 px CPU tile: about 1% of a 12 MP run).
+#: Side of the probe crop for that check (a sixteenth of a 1024 px CPU tile: about 1% of a 12 MP run).
 PROBE_SIDE = 256
 
 ProgressFn = Callable[[int, int], None]

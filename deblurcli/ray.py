@@ -74,12 +74,13 @@ class DeblurActor:
         import ray
 
         from deblurcli.api import load_model
-        from deblurcli.devices import resolve_device, resolve_precision, set_threads
+        from deblurcli.devices import keep_host_memory, resolve_device, resolve_precision, set_threads
         from deblurcli.engine import auto_plan, check_tile
         from deblurcli.runner import Settings
 
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         set_threads(max(1, int(cpus)))  # torch would otherwise take every core of the node in each actor
+        keep_host_memory()  # the actor's process runs this one model until it ends, as the CLI does
         dev = resolve_device(device)
         self.model = load_model(model, weights, str(dev))
         self.settings = Settings(dev, resolve_precision(precision, dev, inference=True), **settings)

@@ -12,6 +12,7 @@ from torch import nn
 from deblurcli import engine
 from deblurcli.engine import (
     apply_strength,
+    MAX_AUTO_TILE,
     auto_plan,
     check_tile,
     deblur_array,
@@ -221,9 +222,10 @@ def test_auto_plan_follows_free_memory() -> None:
     model = LocalConv()
     floor = min_tile(model, 32)
     assert auto_plan(model, CPU, 32, free_bytes=1 << 10) == (floor, 1)
-    assert auto_plan(model, CPU, 32, free_bytes=1 << 40) == (512, 1)
+    cap = MAX_AUTO_TILE["cpu"]
+    assert auto_plan(model, CPU, 32, free_bytes=1 << 40) == (cap, 1)
     mid, _ = auto_plan(model, CPU, 32, free_bytes=100 << 20)
-    assert floor < mid < 512 and mid % model.size_multiple == 0
+    assert floor < mid < cap and mid % model.size_multiple == 0
 
 
 def test_strength_blends_and_validates() -> None:

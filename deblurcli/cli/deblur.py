@@ -264,10 +264,11 @@ def summary_line(outcomes: list[Outcome], problems: int, seconds: float) -> str:
 def _load(model_name: str | None, weights: Path | None, device_spec: str, precision_spec: str, threads: int | None, reporter: Reporter) -> tuple[nn.Module, Any, Any]:
     """Device, precision and the model, once for the whole run."""
     from deblurcli.api import load_model
-    from deblurcli.devices import resolve_device, resolve_precision, set_threads
+    from deblurcli.devices import keep_host_memory, resolve_device, resolve_precision, set_threads
 
     if threads is not None:
         set_threads(threads)
+    keep_host_memory()
     device = resolve_device(device_spec)
     precision = resolve_precision(precision_spec, device, inference=True)
     started = time.perf_counter()

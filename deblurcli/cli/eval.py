@@ -177,7 +177,7 @@ def evaluate(
     from rich.progress import Progress
 
     from deblurcli import metrics
-    from deblurcli.devices import resolve_device, resolve_precision
+    from deblurcli.devices import keep_host_memory, resolve_device, resolve_precision
     from deblurcli.errors import DeblurError, PairsError
     from deblurcli.pairs import find_pairs, index_images, load_pair
 
@@ -195,6 +195,7 @@ def evaluate(
         from deblurcli.engine import deblur_array
         from deblurcli.weights import default_model_name, load_generator
 
+        keep_host_memory()
         dtype = resolve_precision(precision, dev, inference=True)
         model = load_generator(model_name, weights)  # once, for every pair
         source = {"model": model_name or default_model_name()} if model_name or weights is None else {}
