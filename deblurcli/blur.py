@@ -93,10 +93,15 @@ class BlurConfig:
     # --- photometric -------------------------------------------------------------------------------
     #: Probability of blurring in linear light (the rest blur in sRGB, covering unknown camera curves).
     linear_prob: float = 0.9
-    #: Probability of boosting clipped highlights before the blur, 0-1.
-    saturation_prob: float = 0.5
-    #: sRGB value at or above which a pixel (max over channels) counts as clipped, 0.9-1.
+    #: Probability of boosting clipped highlights before the blur, 0-1. 0.3, not 0.5: the first shipped
+    #: model (0.5, whole-pixel boost) painted colour into a bright sky on a sharp photo (do-no-harm).
+    saturation_prob: float = 0.3
+    #: sRGB value at or above which a value counts as clipped, 0.9-1.
     saturation_threshold: float = 0.97
+    #: Boost each clipped channel on its own (a sensor clips per channel: a saturated orange has a clipped
+    #: red, not a clipped blue) rather than all three channels of any pixel whose brightest channel clips,
+    #: which turned saturated colours into white glows that the model learned to "repair" on sharp photos.
+    saturation_per_channel: bool = True
     #: RSBlur's boost ``alpha ~ U(lo, hi)`` added (in linear light) to clipped pixels.
     saturation_alpha: tuple[float, float] = (0.25, 1.75)
 
@@ -476,7 +481,10 @@ def synthesize(sharp: torch.Tensor, cfg: BlurConfig, generator: torch.Generator)
         return mask.view(n, 1, 1, 1)
 
     lin = torch.where(per_sample(linear), srgb_to_linear(x), x)
-    clipped = (x.amax(dim=1, keepdim=True) >= cfg.saturation_threshold).float()
+    if cfg.saturation_per_channel:
+        clipped = (x >= cfg.saturation_threshold).float()
+    else:
+        clipped = (x.amax(dim=1, keepdim=True) >= cfg.saturation_threshold).float()
     lin = lin + per_sample(saturate) * alpha.view(n, 1, 1, 1) * clipped
 
     idx = nonuniform.nonzero().flatten()

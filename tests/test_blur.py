@@ -182,6 +182,17 @@ def test_saturated_highlights_make_brighter_streaks() -> None:
     assert (boosted.sum(dim=(1, 2, 3)) > plain.sum(dim=(1, 2, 3)) * 1.05).all()
 
 
+def test_saturation_boosts_only_the_clipped_channels() -> None:
+    x = torch.full((2, 3, 64, 64), 0.05)
+    x[:, 0, 28:36, 28:36] = 1.0  # a saturated red light: only red clips
+    on = dataclasses.replace(PLAIN, saturation_prob=1.0, saturation_alpha=(1.5, 1.5))
+    plain, boosted = synthesize(x, PLAIN, gen(3)), synthesize(x, on, gen(3))
+    gain = (boosted - plain).sum(dim=(2, 3))
+    assert (gain[:, 0] > 1.0).all() and torch.allclose(gain[:, 1:], torch.zeros_like(gain[:, 1:]))
+    whole = synthesize(x, dataclasses.replace(on, saturation_per_channel=False), gen(3))
+    assert ((whole - plain).sum(dim=(2, 3))[:, 1:] > 1.0).all()  # the old model whitened the glow
+
+
 def test_jpeg_changes_the_output_reproducibly() -> None:
     x = texture(2, 64)
     plain = synthesize(x, PLAIN, gen(1))
