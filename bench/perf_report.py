@@ -73,22 +73,14 @@ def build_preset(name: str) -> Any:
 
 def child(args: argparse.Namespace) -> None:
     """One timed tiled run in this process; prints one JSON line."""
-    import torch
-
-    from deblurcli.devices import keep_host_memory, resolve_precision
     from deblurcli.engine import auto_plan, deblur_array
 
-    torch.set_num_threads(args.threads)
-    keep_host_memory()  # as the CLI does
-    device = torch.device("cpu")
-    model = build_preset(args.arch)
-    dtype = resolve_precision(args.precision, device, inference=True)
-    rgb = synthetic_photo(args.mp)
+    model, rgb, device, dtype = _setup(args)
     tile = args.tile or auto_plan(model, device, args.overlap)[0]
     deblur_array(model, rgb[:256, :256].copy(), device=device, precision=dtype, tile=tile, overlap=args.overlap)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    deblur_array(model, rgb, device=device, precision=dtype, tile=tile, overlap=args.overlap, batch_size=args.batch)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    seconds, cpu = _timed(
+        lambda: deblur_array(model, rgb, device=device, precision=dtype, tile=tile, overlap=args.overlap, batch_size=args.batch)
+    )
     mp = rgb.shape[0] * rgb.shape[1] / 1e6
     row = {"seconds": seconds, "cpu_seconds": cpu, "mp": mp, "mp_per_s": mp / seconds, "mp_per_cpu_s": mp / cpu}
     print(json.dumps({**row, "tile": tile, "precision": str(dtype)}))
@@ -158,7 +150,7 @@ def _timed(fn: Any) -> tuple[float, float]:
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, np.ndarray, Any, Any]:
-    """Threads, model, synthetic photo and resolved precision shared by ``tiling`` and ``tiles``."""
+    """Threads, allocator, model, synthetic photo and resolved precision: the set-up of every timed run."""
     import torch
 
     from deblurcli.devices import keep_host_memory, resolve_precision

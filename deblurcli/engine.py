@@ -42,10 +42,10 @@ from deblurcli.errors import DeblurError
 
 log = logging.getLogger(__name__)
 
-#: Largest auto tile per device type. On CPU, 1024 px balanced tiles ran a 12 MP photo 1.22x its pixels
+#: Largest auto tile per device type. On CPU, 1024 px balanced tiles run a 12 MP photo 1.22x its pixels
 #: against 1.48x at 512 px, and with the host allocator kept warm (``devices.keep_host_memory``) their
-#: per-pixel cost holds: 8.9 s of model time against ~10 s (docs/performance.md). Without that, big tiles
-#: page-fault every layer output anew and 512 px was faster. GPUs like big batched tiles.
+#: per-pixel speed holds (3 MP, 2 threads, bf16: 1.79 MP/s at 1024 px, 1.41 at 512; docs/performance.md).
+#: Without that, big tiles page-fault every layer output anew and 512 px was faster. GPUs like big batched tiles.
 MAX_AUTO_TILE = {"cpu": 1024, "mps": 1024, "cuda": 2048}
 #: Fraction of free memory an auto plan may spend on activations; the rest is for the photo itself,
 #: the allocator's fragmentation and other processes. Host RAM is shared with the photo buffers.

@@ -48,11 +48,6 @@ SYNTHETIC_CONFIG = BlurConfig(sharp_prob=0.0, saturation_prob=0.5, saturation_pe
 _SOURCE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    """Photo as float32 H x W x 3 in [0, 1], upright (the CLI's reader: orientation, profiles, bit depth)."""
-    return np.asarray(read_photo(path).rgb, dtype=np.float32)
-
-
 def _png_bytes(u8: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(u8, mode="RGB").save(buf, format="PNG", compress_level=6)
@@ -160,7 +155,8 @@ def build_valset(src_dir: Path, out_dir: Path, *, family: str, seed: int) -> lis
     records: dict[str, dict[str, object]] = {}
     for path in sources:
         name = path.stem
-        sharp = _to_u8(fit_crop(_read_rgb(path)))  # 8-bit sources keep their exact values
+        # The CLI's reader (orientation, profiles, bit depth); 8-bit sources keep their exact values.
+        sharp = _to_u8(fit_crop(np.asarray(read_photo(path).rgb, dtype=np.float32)))
         record: dict[str, object] = {"source": path.name, "size": [sharp.shape[1], sharp.shape[0]]}
         stream = _stream_seed(seed, name)
         if family == "sharp":
