@@ -37,7 +37,8 @@ _GREY16_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 def load_model(name: str | None = None, weights: str | Path | None = None, device: str = "auto") -> nn.Module:
     """A generator ready for :func:`deblur_image`, in eval mode on ``device``.
 
-    ``name`` is a catalogue model (``deblur models`` lists them; None: the default), ``weights`` a file of
+    ``name`` is a catalogue model (``deblur models`` lists them; None: ``$DEBLUR_MODEL``, else the bundled
+    default), ``weights`` a file of
     any supported architecture; both at once check that the file holds the named model.
     """
     from deblurcli.devices import resolve_device
@@ -49,9 +50,12 @@ def load_model(name: str | None = None, weights: str | Path | None = None, devic
 
 
 @functools.lru_cache(maxsize=2)
-def _default_model(device: str) -> nn.Module:
-    """The default model, loaded once per device for callers that do not pass a model."""
-    return load_model(device=device)
+def _cached_model(name: str, device: str) -> nn.Module:
+    """A catalogue model loaded once per device, for callers that do not pass a model.
+
+    Keyed by name, not "the default", so that a later change of ``$DEBLUR_MODEL`` loads the newly chosen one.
+    """
+    return load_model(name, device=device)
 
 
 def _model_device(model: nn.Module) -> torch.device | None:
@@ -166,19 +170,20 @@ def deblur_image(
 
     numpy arrays are ``H x W`` (grey), or ``H x W x C`` with C = 1, 2 (grey + alpha), 3 (RGB) or 4 (RGBA);
     uint8 and uint16 use their full range, floats are taken to be in [0, 1]. ``model`` defaults to the
-    default model (loaded once and kept). ``device="auto"`` with a given model runs where the model is.
+    default model (``$DEBLUR_MODEL`` or the bundled default; loaded once and kept). ``device="auto"`` with a given model runs where the model is.
     ``tile``, ``overlap``, ``precision`` and ``strength`` mean what the CLI's options of the same name do.
     """
     from PIL import Image
 
     from deblurcli.devices import resolve_device, resolve_precision
     from deblurcli.engine import apply_strength, check_strength, deblur_array
+    from deblurcli.weights import default_model_name
 
     check_strength(strength)
     placed = _model_device(model) if model is not None and device == "auto" else None
     target = placed if placed is not None else resolve_device(device)
     if model is None:
-        model = _default_model(str(target))
+        model = _cached_model(default_model_name(), str(target))
     dtype = resolve_precision(precision, target, inference=True)
 
     if isinstance(image, Image.Image):

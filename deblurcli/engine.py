@@ -3,9 +3,13 @@
 The whole photo stays in host memory as ``H x W x 3`` float32; only batches of tiles visit the device.
 The plan, in the photo's coordinates:
 
-* The photo is treated as if reflect-padded at the bottom/right to the model's ``size_multiple`` (the same
-  padding a whole-image run gets), but the padding is never materialised: tile pixels are gathered with
-  reflected index arithmetic, so a 24-megapixel photo is not copied just to pad it by a few pixels.
+* The photo is treated as if reflect-padded by the model's ``tile_margin`` on all four sides, and further at
+  the bottom/right to the model's ``size_multiple`` (the same padding a whole-image run gets), but the
+  padding is never materialised: tile pixels are gathered with reflected index arithmetic, so a
+  24-megapixel photo is not copied just to pad it. The border padding is there because a network's zero
+  padding makes the photo's edge look like a dark frame: on a sharp photo whose bottom rows are a thin grey
+  strip, the bundled model darkened the strip (39.2 dB from its input, 40.9 dB with the reflection), while
+  on blurry photos the reflection changed PSNR by -0.05 to +0.15 dB (15 LIVE1 photos, measured).
 * Tiles are ``tile`` pixels square (clipped to the photo), start on multiples of ``size_multiple`` (so a
   U-Net's down-sampling grid lines up with the whole-image run) and overlap by at least
   ``2 * tile_margin + overlap``.
@@ -206,7 +210,9 @@ def _balanced_side(length: int, tile: int, seam: int, multiple: int, floor: int)
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
-    """Map padded coordinates ``>= size`` back into the photo by reflection (replicate if the photo is tiny)."""
+    """Map coordinates outside ``[0, size)`` back into the photo by reflection (-1 -> 1, size -> size - 2),
+    as ``F.pad(mode="reflect")`` does; clamped (replicated) where the photo is too small to reflect."""
+    index = index.abs()
     return torch.where(index < size, index, 2 * (size - 1) - index).clamp(0, size - 1)
 
 
@@ -296,14 +302,14 @@ class _Runner:
         return out.cpu()
 
 
-def _run_whole(run: _Runner, image: torch.Tensor, multiple: int, progress: ProgressFn | None) -> np.ndarray:
+def _run_whole(run: _Runner, image: torch.Tensor, multiple: int, pad: int, progress: ProgressFn | None) -> np.ndarray:
     h, w, _ = image.shape
-    rows = _reflect(torch.arange(_round_up(h, multiple)), h)
-    cols = _reflect(torch.arange(_round_up(w, multiple)), w)
+    rows = _reflect(torch.arange(_round_up(h + 2 * pad, multiple)) - pad, h)
+    cols = _reflect(torch.arange(_round_up(w + 2 * pad, multiple)) - pad, w)
     if progress:
         progress(0, 1)
     batch = image[rows[:, None], cols[None, :]].permute(2, 0, 1).unsqueeze(0)  # NHWC in memory
-    out = run(batch)[0, :, :h, :w].permute(1, 2, 0).contiguous()
+    out = run(batch)[0, :, pad : pad + h, pad : pad + w].permute(1, 2, 0).contiguous()
     if progress:
         progress(1, 1)
     return out.clamp_(0.0, 1.0).numpy()
@@ -322,7 +328,8 @@ def _run_tiled(
     progress: ProgressFn | None,
 ) -> np.ndarray:
     h, w, _ = image.shape
-    hp, wp = _round_up(h, multiple), _round_up(w, multiple)
+    pad = margin  # reflected border, as in _run_whole; tile coordinates below are in the padded frame
+    hp, wp = _round_up(h + 2 * pad, multiple), _round_up(w + 2 * pad, multiple)
     seam = 2 * margin + overlap
     th, tw = (_balanced_side(length, tile, seam, multiple, floor) for length in (hp, wp))
     starts_y, win_y = _axis_plan(hp, th, (th - seam) // multiple * multiple, margin, overlap)
@@ -338,14 +345,14 @@ def _run_tiled(
         progress(0, total)
     for first in range(0, total, batch_size):
         by, bx = iy[first : first + batch_size], ix[first : first + batch_size]
-        ys = starts_y[by][:, None] + offs_y[None, :]  # B x th, padded coordinates
-        xs = starts_x[bx][:, None] + offs_x[None, :]  # B x tw
+        ys = starts_y[by][:, None] + offs_y[None, :] - pad  # B x th, photo coordinates (outside: padding)
+        xs = starts_x[bx][:, None] + offs_x[None, :] - pad  # B x tw
         tiles = image[_reflect(ys, h)[:, :, None], _reflect(xs, w)[:, None, :]]  # B x th x tw x 3
         out = run(tiles.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # B x th x tw x 3 (tiles are NHWC in memory)
         wts = win_y[by][:, :, None] * win_x[bx][:, None, :]  # B x th x tw
         flat = ys[:, :, None] * w + xs[:, None, :]
         if crop:
-            keep = (ys < h)[:, :, None] & (xs < w)[:, None, :]
+            keep = ((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]
             flat, out, wts = flat[keep], out[keep], wts[keep]
         flat, wts = flat.reshape(-1), wts.reshape(-1)
         acc.index_add_(0, flat, out.reshape(-1, 3) * wts[:, None])
@@ -389,7 +396,7 @@ def deblur_array(
     # torch.from_numpy shares memory (no copy of a big photo) but warns on read-only arrays; only those are copied.
     image = torch.from_numpy(array if array.flags.writeable else array.copy())
     h, w, _ = image.shape
-    whole_side = max(_round_up(h, multiple), _round_up(w, multiple))
+    whole_side = max(_round_up(h + 2 * margin, multiple), _round_up(w + 2 * margin, multiple))
     floor = min_tile(model, overlap)
 
     was_training = model.training
@@ -416,7 +423,7 @@ def deblur_array(
             try:
                 with torch.inference_mode():
                     if tile >= whole_side:
-                        return _run_whole(run, image, multiple, progress)
+                        return _run_whole(run, image, multiple, margin, progress)
                     return _run_tiled(
                         run,
                         image,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,11 @@ class ModelEntry:
     description: str = ""
     published_quality: str = ""
     measured_quality: str = ""
+    #: False for a bundled entry whose weights have not been trained yet: its missing file is then expected,
+    #: and the user is told to train one rather than to reinstall.
+    shipped: bool = True
+    #: what the weights learned from and that data's terms: users deciding on commercial use need it.
+    training_data: str = ""
     #: config overrides applied when running the model (e.g. NAFNet's ``local_pool``).
     for_inference: dict[str, Any] = field(default_factory=dict)
 
@@ -108,7 +114,18 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def default_model_name() -> str:
-    """The best model usable offline: the first bundled entry whose file is present, else ``DEFAULT_MODEL``."""
+    """The model used when none is named: ``$DEBLUR_MODEL`` when set, else the best model usable offline.
+
+    The environment variable lets a user pick a model once for every command and the Python API (for example
+    ``nafnet-s-free``, whose training data are all freely licensed). Without it: the first bundled entry whose
+    file is present, else ``DEFAULT_MODEL``.
+    """
+    chosen = os.environ.get("DEBLUR_MODEL", "").strip()
+    if chosen:
+        try:
+            return get_entry(chosen).name
+        except WeightsError as exc:
+            raise WeightsError(f"DEBLUR_MODEL: {exc}") from None
     for entry in _catalogue():
         if entry.source == "bundled" and (bundled_dir() / entry.file).is_file():
             return entry.name
@@ -190,6 +207,11 @@ def resolve_weights(entry: ModelEntry, *, progress: bool = True) -> Path:
     if entry.source == "bundled":
         path = bundled_dir() / entry.file
         if not path.is_file():
+            if not entry.shipped:
+                raise WeightsError(
+                    f"model {entry.name!r} has no trained weights yet (docs/MODEL_CARD.md); train one with "
+                    f"'deblur train --arch {entry.name}' and pass --weights"
+                )
             raise WeightsError(
                 f"bundled weights missing for model {entry.name!r} ({entry.file}); reinstall deblurcli or pass --weights"
             )

@@ -144,19 +144,22 @@ def test_load_model_from_file(tmp_path: Path) -> None:
         load_model(weights=path, device="mps" if not torch.backends.mps.is_available() else "tpu")
 
 
-def test_default_model_is_loaded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_model_is_loaded_once_and_follows_deblur_model(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[object, object]] = []
 
     def fake_load(name: str | None = None, weights: Path | None = None) -> nn.Module:
         calls.append((name, weights))
-        return Affine(gain=0.5)
+        return Affine(gain={"nafnet-s": 0.5, "nafnet-gopro-w32": 0.25}[str(name)])
 
     monkeypatch.setattr(weights, "load_generator", fake_load)
-    api._default_model.cache_clear()
+    image = np.full((4, 4, 3), 0.5, np.float32)
+    api._cached_model.cache_clear()
     try:
         for _ in range(2):
-            assert (deblurcli.deblur_image(np.full((4, 4, 3), 0.5, np.float32)) == 0.25).all()
+            assert (deblurcli.deblur_image(image) == 0.25).all()
+        monkeypatch.setenv("DEBLUR_MODEL", "nafnet-gopro-w32")
+        assert (deblurcli.deblur_image(image) == 0.125).all()  # the newly chosen model, not the cached one
     finally:
-        api._default_model.cache_clear()
-    assert calls == [(None, None)]
+        api._cached_model.cache_clear()
+    assert calls == [("nafnet-s", None), ("nafnet-gopro-w32", None)]
     assert deblurcli.load_model is load_model

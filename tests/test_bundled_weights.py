@@ -17,7 +17,13 @@ def test_default_model_is_bundled_and_present() -> None:
     assert is_cached(entry), "the default model's weights file is missing from weights/"
 
 
-def test_bundled_default_changes_the_sample_but_keeps_it_close() -> None:
+def test_free_variant_is_shipped() -> None:
+    entry = get_entry("nafnet-s-free")
+    assert entry.source == "bundled" and entry.shipped and is_cached(entry)
+
+
+@pytest.mark.parametrize("name", [None, "nafnet-s-free"])
+def test_bundled_model_changes_the_sample_but_keeps_it_close(name: str | None) -> None:
     """The output differs from the blurry input (the model is not the identity) yet stays near it (no wreck)."""
     from deblurcli.api import deblur_image
 
@@ -26,7 +32,7 @@ def test_bundled_default_changes_the_sample_but_keeps_it_close() -> None:
     from PIL import Image
 
     image = Image.open(SAMPLE).convert("RGB").crop((0, 0, 192, 160))
-    model = load_generator()
+    model = load_generator(name)
     out = deblur_image(image, model, device="cpu", precision="fp32", tile=0)
     a = np.asarray(image, dtype=np.float64)
     b = np.asarray(out, dtype=np.float64)

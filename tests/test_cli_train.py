@@ -34,7 +34,7 @@ def one_thread() -> Any:
 
 FLAGS = (
     "--pairs", "--synthetic", "--side-by-side", "--output", "--batch-size", "--crop", "--max-steps", "--max-minutes",
-    "--lr", "--lpips", "--lpips-net", "--adv", "--gan", "--diffaug", "--device", "--resume", "--seed",
+    "--lr", "--lpips", "--lpips-net", "--adv", "--gan", "--diffaug", "--device", "--resume", "--seed", "--sharp-prob",
 )
 
 
@@ -72,6 +72,8 @@ def test_usage_errors_are_one_line(tmp_path: Path, setup: tuple[Path, Path]) -> 
     assert result.output.strip().splitlines() == ["error: give exactly one of --synthetic DIR, --pairs DIR or --pairs-csv FILE"]
     result = CliRunner().invoke(group, [*base_args(photos, weights, tmp_path / "r"), "--diffaug", "zoom"])
     assert result.exit_code == 2 and "zoom" in result.output
+    result = CliRunner().invoke(group, [*base_args(photos, weights, tmp_path / "r"), "--sharp-prob", "1"])
+    assert result.exit_code == 2 and "--sharp-prob" in result.output
     result = CliRunner().invoke(group, [*base_args(photos, weights, tmp_path / "r"), "--arch", "resnet"])
     assert result.exit_code == 1 and "Traceback" not in result.output
 

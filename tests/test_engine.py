@@ -94,6 +94,22 @@ def test_tiled_equals_whole_when_receptive_field_fits_margin(h: int, w: int, til
     assert np.abs(whole - rgb).max() > 0.02  # the model is not the identity
 
 
+def test_photo_border_is_reflected_not_zero_padded() -> None:
+    """The network sees the photo mirrored by its tile margin on every side (and to its size multiple at the
+    bottom/right), never its own zero padding at the photo's edge, whole or tiled."""
+    model, rgb = LocalConv(), _photo(37, 45)
+    m = model.tile_margin
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    padded = torch.nn.functional.pad(x, (m, m + 3, m, m + 3), mode="reflect")  # 45 -> 56 and 37 -> 48: multiples of 8
+    with torch.no_grad():
+        expected = model(padded)[0, :, m : m + 37, m : m + 45].permute(1, 2, 0).clamp(0, 1).numpy()
+    assert np.abs(deblur_array(model, rgb, device=CPU, tile=0) - expected).max() < 1e-6
+    assert np.abs(deblur_array(model, rgb, device=CPU, tile=40, overlap=0) - expected).max() < 1e-6
+    with torch.no_grad():
+        zero_padded = model(torch.nn.functional.pad(x, (0, 3, 0, 3)))[0, :, :37, :45].permute(1, 2, 0).clamp(0, 1).numpy()
+    assert np.abs(zero_padded - expected)[0].max() > 0.01  # the border really differs from a zero-padded run
+
+
 def _max_step(img: np.ndarray) -> float:
     return float(max(np.abs(np.diff(img, axis=0)).max(), np.abs(np.diff(img, axis=1)).max()))
 
@@ -142,7 +158,7 @@ def test_out_of_memory_halves_tile_and_still_matches(error: type[Exception]) -> 
     model, rgb = OomAbove(max_pixels=80 * 80, error=error), _photo(200, 150)
     calls: list[tuple[int, int]] = []
     out = deblur_array(model, rgb, device=CPU, tile=0, overlap=8, progress=lambda d, t: calls.append((d, t)))
-    assert model.seen[0][2:] == (200, 152)  # first the whole (padded) image
+    assert model.seen[0][2:] == (208, 160)  # first the whole image, reflected by the 4 px margin, to multiples of 8
     assert max(s[2] * s[3] for s in model.seen[-3:]) <= 80 * 80  # finished with tiles that fit
     assert calls[0] == (0, 1) and calls[-1][0] == calls[-1][1] > 1  # progress restarted for the tiled plan
     reference = deblur_array(LocalConv(), rgb, device=CPU, tile=0)
@@ -150,7 +166,7 @@ def test_out_of_memory_halves_tile_and_still_matches(error: type[Exception]) -> 
 
 
 def test_out_of_memory_halves_batch_before_tile() -> None:
-    model, rgb = OomAbove(max_pixels=64 * 64), _photo(160, 160)
+    model, rgb = OomAbove(max_pixels=64 * 64), _photo(152, 152)  # 160 px once reflected by the 4 px margin: 64 px tiles balance exactly
     deblur_array(model, rgb, device=CPU, tile=64, overlap=8, batch_size=8)
     assert {s[2:] for s in model.seen} == {(64, 64)}  # the tile size was kept
     assert model.seen[-1][0] == 1

@@ -86,7 +86,7 @@ def signal_during_first_write(src: Path, out: Path, model: Path, sig: signal.Sig
     env = {**os.environ, "SLOW_FSYNC_S": "1.5", "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, "-c", SLOW_FSYNC_CLI, str(src), "-o", str(out), "--weights", str(model), "--threads", "1"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # generous for a starved machine
     while time.monotonic() < deadline and proc.poll() is None:
         if out.is_dir() and any(is_temp_file(p.name) for p in out.iterdir()):
             break

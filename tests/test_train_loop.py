@@ -84,6 +84,16 @@ def test_one_step_lowers_the_loss(tmp_path: Path, photos: Path, tiny_weights: Pa
     assert after < before
 
 
+def test_sharp_prob_sets_the_share_of_unblurred_samples(tmp_path: Path, photos: Path, tiny_weights: Path) -> None:
+    for prob, unblurred in ((0.0, False), (0.999, True)):
+        trainer = Trainer(options(tmp_path / f"run{prob}", photos, tiny_weights, sharp_prob=prob), quiet())
+        assert trainer.blur_cfg.sharp_prob == prob
+        blurry, sharp = trainer.batch()
+        assert torch.equal(blurry, sharp) is unblurred
+    with pytest.raises(DeblurError, match="--sharp-prob must be in"):
+        options(tmp_path / "bad", photos, tiny_weights, sharp_prob=1.0).validate()
+
+
 def test_adversarial_term_reaches_the_generator(tmp_path: Path, photos: Path, tiny_weights: Path) -> None:
     trainer = Trainer(options(tmp_path / "run", photos, tiny_weights, adv=0.01), quiet())
     blurry, sharp = trainer.batch()

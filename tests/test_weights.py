@@ -64,7 +64,7 @@ def bundled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_catalogue_entries_are_pinned_and_consistent() -> None:
     entries = {e.name: e for e in list_models()}
-    assert list(entries)[:2] == ["nafnet-s", "dgf-light"]  # bundled first, best first
+    assert list(entries)[:3] == ["nafnet-s", "nafnet-s-free", "dgf-light"]  # bundled first, best first
     for name in ("nafnet-gopro-w32", "nafnet-gopro-w64"):
         e = entries[name]
         assert (e.source, e.repo_id) == ("hub", "mikestealth/nafnet-models")
@@ -78,6 +78,7 @@ def test_catalogue_entries_are_pinned_and_consistent() -> None:
     # Catalogue configs agree with the architecture presets used for training and benchmarks.
     pairs = {
         "nafnet-s": "nafnet-s",
+        "nafnet-s-free": "nafnet-s",
         "dgf-light": "dgf-light",
         "nafnet-gopro-w32": "nafnet-w32",
         "nafnet-gopro-w64": "nafnet-w64",
@@ -91,7 +92,7 @@ def test_bundled_dir_is_the_repo_weights_folder_in_a_source_install() -> None:
 
 
 def test_unknown_model_lists_the_names() -> None:
-    with pytest.raises(WeightsError, match="unknown model 'sharpest'; choose one of: nafnet-s, dgf-light"):
+    with pytest.raises(WeightsError, match="unknown model 'sharpest'; choose one of: nafnet-s, nafnet-s-free, dgf-light"):
         get_entry("sharpest")
 
 
@@ -105,11 +106,41 @@ def test_default_is_the_first_bundled_model_present(bundled: Path) -> None:
     assert weights.default_model_name() == "nafnet-s"
 
 
+def test_catalogue_says_what_each_model_was_trained_on() -> None:
+    """The licence question a commercial user has is answered by the catalogue: which data, which terms."""
+    entries = {e.name: e for e in list_models()}
+    assert all(e.training_data for e in entries.values())
+    assert "non-commercial" in entries["nafnet-s"].training_data
+    free = entries["nafnet-s-free"].training_data
+    assert "freely licensed photos only" in free and "BSDS" not in free and "non-commercial" not in free
+
+
+def test_deblur_model_environment_variable_picks_the_default(bundled: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    save_generator(_nafnet(64), bundled / "deblur-nafnet-s.safetensors", {})
+    monkeypatch.setenv("DEBLUR_MODEL", "nafnet-gopro-w32")
+    assert weights.default_model_name() == "nafnet-gopro-w32"
+    monkeypatch.setenv("DEBLUR_MODEL", "sharpest")
+    with pytest.raises(WeightsError, match=r"^DEBLUR_MODEL: unknown model 'sharpest'; choose one of: nafnet-s,"):
+        weights.default_model_name()
+    monkeypatch.setenv("DEBLUR_MODEL", " ")
+    assert weights.default_model_name() == "nafnet-s"
+
+
 def test_missing_bundled_weights_give_one_clear_line(bundled: Path) -> None:
     with pytest.raises(WeightsError) as info:
         load_generator()
     assert str(info.value) == (
         "bundled weights missing for model 'nafnet-s' (deblur-nafnet-s.safetensors); reinstall deblurcli or pass --weights"
+    )
+
+
+def test_untrained_bundled_model_says_train_not_reinstall(bundled: Path) -> None:
+    assert get_entry("dgf-light").shipped is False and get_entry("nafnet-s").shipped is True
+    with pytest.raises(WeightsError) as info:
+        load_generator("dgf-light")
+    assert str(info.value) == (
+        "model 'dgf-light' has no trained weights yet (docs/MODEL_CARD.md); "
+        "train one with 'deblur train --arch dgf-light' and pass --weights"
     )
 
 
@@ -342,7 +373,13 @@ def test_models_command_json_and_table(bundled: Path) -> None:
     assert table.exit_code == 0
     for name in rows:
         assert name in table.output
-    assert "missing" in table.output and "33.71 dB" in table.output
+    assert "missing" in table.output and "not trained" in table.output and "33.71 dB" in table.output
+    assert rows["nafnet-s-free"]["training_data"].startswith("44 freely licensed photos only")
+    assert "freely licensed photos only" in table.output and "non-commercial" in table.output
+    chosen = CliRunner().invoke(group, ["models", "--json"], env={"DEBLUR_MODEL": "nafnet-gopro-w64"})
+    assert json.loads(chosen.output)["default"] == "nafnet-gopro-w64"
+    bad = CliRunner().invoke(group, ["models"], env={"DEBLUR_MODEL": "nope"})
+    assert bad.exit_code == 1 and bad.output.startswith("error: DEBLUR_MODEL: unknown model 'nope'")
 
 
 def test_models_download_errors_are_one_line(bundled: Path) -> None:

@@ -1,4 +1,5 @@
-"""``deblur models``: the catalogue (name, architecture, parameters, source, cached?, quality) and downloads.
+"""``deblur models``: the catalogue (name, architecture, parameters, source, cached?, quality, licence and
+training data) and downloads.
 
 A thin layer over ``deblurcli.weights``; torch and the library are imported inside the functions so that
 ``deblur --help`` stays fast.
@@ -45,7 +46,9 @@ def _row(entry: ModelEntry, default: str) -> dict[str, Any]:
         "file": entry.file,
         "size": entry.size,
         "cached": is_cached(entry),
+        "shipped": entry.shipped,
         "license": entry.license,
+        "training_data": entry.training_data,
         "published_quality": entry.published_quality,
         "measured_quality": entry.measured_quality,
         "description": entry.description,
@@ -56,12 +59,14 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(caption="* default: the best model available offline. Published figures are not measured here.")
-    for header in ("name", "arch", "params", "source", "cached", "quality"):
+    table = Table(
+        caption="* default: $DEBLUR_MODEL, else the best model available offline. Published figures are not measured here."
+    )
+    for header in ("name", "arch", "params", "source", "cached", "quality", "licence / trained on"):
         table.add_column(header, justify="right" if header == "params" else "left", overflow="fold")
     for row in rows:
         bundled = row["source"] == "bundled"
-        cached = "yes" if row["cached"] else ("missing" if bundled else "no")
+        cached = "yes" if row["cached"] else ("no" if not bundled else "missing" if row["shipped"] else "not trained")
         quality = "\n".join(
             text
             for text in (row["published_quality"], row["measured_quality"] and f"measured: {row['measured_quality']}")
@@ -74,6 +79,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             row["source"],
             cached,
             quality or "-",
+            "\n".join(text for text in (row["license"], row["training_data"]) if text) or "-",
         )
     Console().print(table)
 
@@ -82,10 +88,12 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the catalogue as one JSON object.")
 @click.pass_context
 def command(ctx: click.Context, as_json: bool) -> None:
-    """List the models deblur can use: architecture, parameters, source, whether cached, quality.
+    """List the models deblur can use: architecture, parameters, source, whether cached, quality, licence and
+    what each was trained on.
 
     \b
       deblur models                    a table; * marks the default model
+      DEBLUR_MODEL=NAME deblur ...     make NAME the default of every command
       deblur models --json             the same as JSON
       deblur models download NAME      fetch a Hub model into the Hugging Face cache now
     """

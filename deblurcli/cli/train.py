@@ -41,6 +41,7 @@ import click
 @click.option("--val-count", type=click.IntRange(min=1), default=32, show_default=True, help="At most this many validation images.")
 @click.option("--val-crop", type=click.IntRange(min=0), default=256, show_default=True, help="Validate on centre crops of this side (0: whole images).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=1000, show_default=True, help="Checkpoint every N steps (and at least every 10 minutes).")
+@click.option("--sharp-prob", type=click.FloatRange(min=0, max=1, max_open=True), help="Share of --synthetic samples left unblurred, so the model learns to leave sharp photos alone (default 0.1).")
 @click.option("--max-side", type=click.IntRange(min=0), help="Shrink training images to this longest side when loading (default 1024 for --synthetic, none for pairs; 0 = never).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--precision", default="auto", show_default=True, help="auto (bf16 on GPUs, fp32 on CPU), fp32, bf16 or fp16.")
@@ -71,6 +72,7 @@ def command(
     val_count: int,
     val_crop: int,
     checkpoint_every: int,
+    sharp_prob: float | None,
     max_side: int | None,
     device: str,
     precision: str,
@@ -104,7 +106,7 @@ def command(
         val_pairs=val_pairs, arch=arch, model=model, weights=weights, batch_size=batch_size, crop=crop,
         max_steps=max_steps, max_minutes=max_minutes, lr=lr, pixel_loss=pixel_loss, lpips=lpips,
         lpips_net=lpips_net, adv=adv, gan=gan, diffaug=diffaug, val_every=val_every, val_count=val_count, val_crop=val_crop,
-        checkpoint_every=checkpoint_every, max_side=max_side,
+        checkpoint_every=checkpoint_every, sharp_prob=sharp_prob, max_side=max_side,
         device=device, precision=precision, seed=seed, resume=resume,
     )
     console = Console(stderr=True, soft_wrap=True)  # long progress lines stay whole in log files

@@ -95,6 +95,9 @@ class TrainOptions:
     checkpoint_every: int = 1000
     checkpoint_minutes: float = 10.0
     log_every: int = 50
+    #: share of synthetic samples left unblurred (input = target), teaching the model to leave sharp photos
+    #: alone; None: ``BlurConfig``'s default.
+    sharp_prob: float | None = None
     #: longest side kept when loading (None: 1024 for --synthetic, unlimited for pairs; 0: never shrink).
     max_side: int | None = None
     device: str = "auto"
@@ -122,6 +125,8 @@ class TrainOptions:
                 raise DeblurError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise DeblurError("--max-minutes must be positive")
+        if self.sharp_prob is not None and not 0.0 <= self.sharp_prob < 1.0:
+            raise DeblurError("--sharp-prob must be in [0, 1)")
         if self.lpips < 0 or self.adv < 0:
             raise DeblurError("--lpips and --adv weights must be >= 0")
         if self.pixel_loss not in losses.PIXEL_LOSSES:
@@ -399,7 +404,7 @@ class Trainer:
         from deblurcli.blur import BlurConfig
 
         opts = self.opts
-        self.blur_cfg = BlurConfig()
+        self.blur_cfg = BlurConfig() if opts.sharp_prob is None else BlurConfig(sharp_prob=opts.sharp_prob)
         self.val: list[tuple[torch.Tensor, torch.Tensor]]
         # Synthetic crops carry a margin that is blurred then cut off (blur.py pads by reflection).
         self.margin = self.blur_cfg.kernel_size // 2 if opts.synthetic is not None else 0
