@@ -38,8 +38,8 @@ def load_model(name: str | None = None, weights: str | Path | None = None, devic
     """A generator ready for :func:`deblur_image`, in eval mode on ``device``.
 
     ``name`` is a catalogue model (``deblur models`` lists them; None: ``$DEBLUR_MODEL``, else the bundled
-    default), ``weights`` a file of
-    any supported architecture; both at once check that the file holds the named model.
+    default), ``weights`` a file of any supported architecture; both at once check that the file holds the
+    named model.
     """
     from deblurcli.devices import resolve_device
     from deblurcli.weights import load_generator
@@ -170,7 +170,8 @@ def deblur_image(
 
     numpy arrays are ``H x W`` (grey), or ``H x W x C`` with C = 1, 2 (grey + alpha), 3 (RGB) or 4 (RGBA);
     uint8 and uint16 use their full range, floats are taken to be in [0, 1]. ``model`` defaults to the
-    default model (``$DEBLUR_MODEL`` or the bundled default; loaded once and kept). ``device="auto"`` with a given model runs where the model is.
+    default model (``$DEBLUR_MODEL`` or the bundled default; loaded once and kept). ``device="auto"`` with
+    a given model runs where the model is.
     ``tile``, ``overlap``, ``precision`` and ``strength`` mean what the CLI's options of the same name do.
     """
     from PIL import Image
