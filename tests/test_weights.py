@@ -382,6 +382,24 @@ def test_models_command_json_and_table(bundled: Path) -> None:
     assert bad.exit_code == 1 and bad.output.startswith("error: DEBLUR_MODEL: unknown model 'nope'")
 
 
+def test_deblur_names_and_uses_the_model_deblur_model_picks(bundled: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from deblurcli.cli import group
+
+    save_generator(_nafnet(64), bundled / "deblur-nafnet-s-free.safetensors", {})
+    Image.new("RGB", (40, 32), (90, 120, 150)).save(tmp_path / "p.png")
+    ok = CliRunner().invoke(group, [str(tmp_path / "p.png"), "-o", str(tmp_path / "o.png"), "-v"], env={"DEBLUR_MODEL": "nafnet-s-free"})
+    assert ok.exit_code == 0, ok.stderr
+    assert "model nafnet-s-free (NAFNet) loaded" in ok.stderr and (tmp_path / "o.png").is_file()
+    bad = CliRunner().invoke(group, [str(tmp_path / "p.png"), "-o", str(tmp_path / "x.png")], env={"DEBLUR_MODEL": "nope"})
+    assert bad.exit_code == 1 and not (tmp_path / "x.png").exists()
+    assert bad.stderr.strip().splitlines() == [
+        "error: DEBLUR_MODEL: unknown model 'nope'; choose one of: nafnet-s, nafnet-s-free, dgf-light, "
+        "nafnet-gopro-w32, nafnet-gopro-w64 (or pass --weights FILE)"
+    ]
+
+
 def test_models_download_errors_are_one_line(bundled: Path) -> None:
     from deblurcli.cli import group
 

@@ -272,8 +272,12 @@ def _load(model_name: str | None, weights: Path | None, device_spec: str, precis
     device = resolve_device(device_spec)
     precision = resolve_precision(precision_spec, device, inference=True)
     started = time.perf_counter()
-    model = load_model(model_name, weights, str(device))
-    what = str(weights) if weights is not None else model_name or "default model"
+    from deblurcli.weights import default_model_name
+
+    # Resolved here rather than inside load_model so that -v names the model $DEBLUR_MODEL or the catalogue picked.
+    name = model_name if model_name is not None or weights is not None else default_model_name()
+    model = load_model(name, weights, str(device))
+    what = str(weights) if weights is not None else name
     reporter.info(
         f"model {what} ({type(model).__name__}) loaded in {time.perf_counter() - started:.1f} s; device {device}"
         f"{' (auto)' if device_spec == 'auto' else ''}, precision {str(precision).replace('torch.', '')}"
@@ -413,7 +417,10 @@ def command(
             reporter.error("--device" if "device" in str(exc) else "--precision", str(exc))
             ctx.exit(2)
         except DeblurError as exc:
-            reporter.error(weights if weights is not None else f"--model {model_name or 'default'}", str(exc))
+            if weights is None and model_name is None:  # the message names the default model or $DEBLUR_MODEL
+                reporter.general_error(str(exc))
+            else:
+                reporter.error(weights if weights is not None else f"--model {model_name}", str(exc))
             ctx.exit(1)
         except KeyboardInterrupt:
             reporter.interrupted("interrupted before any photo was processed")
