@@ -45,8 +45,7 @@ VAL=${VAL:-.data/val}
 
 case $MODEL in
     nafnet-s) ARCH=nafnet ;;
-    # The free variant must never see BSDS500 (non-commercial): only the freely licensed sub-folder.
-    nafnet-s-free) ARCH=nafnet; [ -d "$DATA/free_photos" ] && DATA=$DATA/free_photos ;;
+    nafnet-s-free) ARCH=nafnet ;;
     dgf-light) ARCH=dgf-light ;;
     *) echo "error: MODEL must be nafnet-s, nafnet-s-free or dgf-light, got $MODEL" >&2; exit 2 ;;
 esac
@@ -65,6 +64,18 @@ if ! $PY -c "import sys, torch, click, rich, safetensors, PIL, numpy, piq; gpu =
     return 2
 fi
 if [ ! -d "$DATA" ]; then echo "error: no training photos at $DATA (carry them as .data/train)" >&2; return 2; fi
+RECIPE=()
+if [ "$MODEL" = nafnet-s-free ]; then
+    # The shipped free recipe (docs/MODEL_CARD.md): never BSDS500 (non-commercial), only free_photos/, without
+    # the bokeh-heavy mate wallpapers (they taught the model to smooth dark texture on sharp photos), and
+    # 20% unblurred samples.
+    FREE=$DATA/free_photos; [ "${DATA##*/}" = free_photos ] && FREE=$DATA
+    if [ ! -d "$FREE" ]; then echo "error: nafnet-s-free trains on $FREE, which is missing" >&2; return 2; fi
+    mkdir -p "$RUN/photos"
+    for f in "$FREE"/*.jpg; do case ${f##*/} in mate_*) ;; *) ln -sf "$(realpath "$f")" "$RUN/photos/" ;; esac; done
+    DATA=$RUN/photos
+    RECIPE=(--sharp-prob 0.2)
+fi
 
 # Validation sets: carried as .data/val, or rebuilt here from the 3 MB of LIVE1 photos (about 10 s),
 # since the PNG sets weigh 52 MB and the whole carried tree may not exceed 64 MiB.
@@ -87,7 +98,7 @@ HARD_S=$(( TOTAL_S - (SECONDS - T0) - 45 ))
 timeout --signal=INT --kill-after=30 "$HARD_S" \
     $PY -m deblurcli train --synthetic "$DATA" -o "$RUN" "${START[@]}" "${VAL_ARGS[@]}" \
     --max-minutes "$BUDGET" --batch-size "$BATCH" --crop "$CROP" --device "$DEVICE" \
-    --lpips "$LPIPS" --adv "$ADV" --val-every "$VAL_EVERY" --seed "$SEED" $EXTRA
+    --lpips "$LPIPS" --adv "$ADV" --val-every "$VAL_EVERY" --seed "$SEED" "${RECIPE[@]}" $EXTRA
 TRAIN_RC=$?
 kill "$SMI" 2>/dev/null
 echo "== training exited $TRAIN_RC after $(( SECONDS - T0 )) s"
