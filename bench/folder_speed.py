@@ -60,9 +60,10 @@ def main() -> int:
     import torch
 
     from deblurcli.batch import find_inputs, plan_jobs
-    from deblurcli.devices import keep_host_memory, resolve_device, resolve_precision
-    from deblurcli.engine import auto_plan
+    from deblurcli.devices import keep_host_memory, resolve_device
+    from deblurcli.engine import prepare_model
     from deblurcli.runner import Outcome, Settings, model_stage, read_stage, run_jobs
+    from deblurcli.session import Session
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,15 +73,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         model, _, described = default_model(tmp)
-        model.to(device)
+        session = Session("network", module=prepare_model(model, device), device=str(device), tile=args.tile)
         folder = tmp / "in"
         folder.mkdir()
         for i in range(args.count):
             make_photo(folder / f"{i:03d}.jpg", args.mp, seed=i)
             add_exif(folder / f"{i:03d}.jpg", i)
         inputs, _ = find_inputs([folder], recursive=False)
-        tile, batch = (args.tile, 1) if args.tile else auto_plan(model, device, 32)
-        settings = Settings(device, resolve_precision("auto", device), tile, batch, overwrite=True)
+        assert session.plan is not None
+        tile, batch = session.plan.tile, session.plan.batch_size
+        settings = Settings(overwrite=True)
         jobs = plan_jobs(inputs, tmp / "out")
         photos = [read_stage(job, settings) for job in jobs]
         megapixels = sum(p.rgb.shape[0] * p.rgb.shape[1] for p in photos) / 1e6
@@ -88,13 +90,13 @@ def main() -> int:
             f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {device}; model: {described}\n"
             f"{len(photos)} JPEG photos with EXIF, {megapixels / len(photos):.2f} MP each, tile {tile}, batch {batch}"
         )
-        model_stage(photos[0], model, settings)  # warm-up: allocator, kernels, page cache of the inputs
+        model_stage(photos[0], session)  # warm-up: allocator, kernels, page cache of the inputs
         sync()
 
         def model_alone() -> float:
             start = time.perf_counter()
             for photo in photos:
-                model_stage(photo, model, settings)
+                model_stage(photo, session)
             sync()
             return time.perf_counter() - start
 
@@ -102,7 +104,7 @@ def main() -> int:
             outcomes: list[Outcome] = []
             run_plan = plan_jobs(inputs, out)
             start = time.perf_counter()
-            end = run_jobs(run_plan, model, settings, on_result=lambda _i, o: outcomes.append(o), overlap_io=overlap)
+            end = run_jobs(run_plan, session, settings, on_result=lambda _i, o: outcomes.append(o), overlap_io=overlap)
             sync()
             seconds = time.perf_counter() - start
             if end != "completed" or any(o.status != "done" for o in outcomes):

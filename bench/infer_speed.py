@@ -88,19 +88,21 @@ def model_only(model: nn.Module, photo: Path, device: str) -> tuple[float, float
     """(seconds, megapixels, plan) of the tiled engine alone on the decoded photo, after a small warm-up."""
     import torch
 
-    from deblurcli.devices import resolve_device, resolve_precision
-    from deblurcli.engine import auto_plan, deblur_array
+    from deblurcli.devices import resolve_device
+    from deblurcli.engine import prepare_model
+    from deblurcli.session import Session
 
     target = resolve_device(device)
-    dtype = resolve_precision("auto", target, inference=True)
+    session = Session("network", module=prepare_model(model, target), device=str(target))  # as the CLI's --method network
+    assert session.plan is not None
+    dtype, tile, batch = session.precision, session.plan.tile, session.plan.batch_size
     rgb = np.asarray(Image.open(photo).convert("RGB"), dtype=np.float32) / 255.0
-    deblur_array(model, rgb[:256, :256].copy(), device=target, precision=dtype)  # warm-up: allocator, kernels
-    tile, batch = auto_plan(model, target, 32)
+    session.run_network(rgb[:256, :256].copy())  # warm-up: allocator, kernels
     if target.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    deblur_array(model, rgb, device=target, precision=dtype)
+    session.run_network(rgb)
     if target.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

@@ -73,17 +73,14 @@ def build_preset(name: str) -> Any:
 
 def child(args: argparse.Namespace) -> None:
     """One timed tiled run in this process; prints one JSON line."""
-    from deblurcli.engine import auto_plan, deblur_array
-
-    model, rgb, device, dtype = _setup(args)
-    tile = args.tile or auto_plan(model, device, args.overlap)[0]
-    deblur_array(model, rgb[:256, :256].copy(), device=device, precision=dtype, tile=tile, overlap=args.overlap)
-    seconds, cpu = _timed(
-        lambda: deblur_array(model, rgb, device=device, precision=dtype, tile=tile, overlap=args.overlap, batch_size=args.batch)
-    )
+    model, rgb = _setup(args)
+    session = _session(model, args, args.tile, args.batch)
+    session.run_network(rgb[:256, :256].copy())
+    seconds, cpu = _timed(lambda: session.run_network(rgb))
     mp = rgb.shape[0] * rgb.shape[1] / 1e6
     row = {"seconds": seconds, "cpu_seconds": cpu, "mp": mp, "mp_per_s": mp / seconds, "mp_per_cpu_s": mp / cpu}
-    print(json.dumps({**row, "tile": tile, "precision": str(dtype)}))
+    assert session.plan is not None
+    print(json.dumps({**row, "tile": session.plan.tile, "precision": str(session.precision)}))
 
 
 def run_child(arch: str, mp: float, threads: int, precision: str, tile: int | None, batch: int) -> dict[str, Any]:
@@ -149,57 +146,59 @@ def _timed(fn: Any) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def _setup(args: argparse.Namespace) -> tuple[Any, np.ndarray, Any, Any]:
-    """Threads, allocator, model, synthetic photo and resolved precision: the set-up of every timed run."""
+def _setup(args: argparse.Namespace) -> tuple[Any, np.ndarray]:
+    """Threads, allocator, model (prepared as a Session prepares it) and synthetic photo: every timed run's set-up."""
     import torch
 
-    from deblurcli.devices import keep_host_memory, resolve_precision
+    from deblurcli.devices import keep_host_memory
+    from deblurcli.engine import prepare_model
 
     torch.set_num_threads(int(args.threads))
     keep_host_memory()  # as the CLI does
-    cpu = torch.device("cpu")
-    return build_preset(args.arch), synthetic_photo(args.mp), cpu, resolve_precision(args.precision, cpu, inference=True)
+    return prepare_model(build_preset(args.arch), torch.device("cpu")), synthetic_photo(args.mp)
+
+
+def _session(model: Any, args: argparse.Namespace, tile: int | None, batch: int | None = None) -> Any:
+    """The network of a CLI run (``--method network``) around ``model``, with ``tile`` (None: auto plan)."""
+    from deblurcli.session import Session
+
+    return Session("network", module=model, device="cpu", precision=args.precision, tile=tile, overlap=args.overlap, batch_size=batch)
 
 
 def tiling(args: argparse.Namespace) -> None:
     """Same photo tiled (auto plan) and whole, interleaved, best of ``--reps``: the tiling overhead."""
-    from deblurcli.engine import auto_plan, deblur_array
-
-    model, rgb, cpu, dtype = _setup(args)
-    tile = args.tile or auto_plan(model, cpu, args.overlap)[0]
-    deblur_array(model, rgb[:256, :256].copy(), device=cpu, precision=dtype, tile=0)
+    model, rgb = _setup(args)
+    tiled_run, whole_run = _session(model, args, args.tile), _session(model, args, 0)
+    assert tiled_run.plan is not None
+    tile = tiled_run.plan.tile
+    whole_run.run_network(rgb[:256, :256].copy())
     tiled, whole = [], []
     for _ in range(args.reps):
-        tiled.append(_timed(lambda: deblur_array(model, rgb, device=cpu, precision=dtype, tile=tile, overlap=args.overlap)))
-        whole.append(_timed(lambda: deblur_array(model, rgb, device=cpu, precision=dtype, tile=0)))
-    a = deblur_array(model, rgb, device=cpu, precision=dtype, tile=tile, overlap=args.overlap)
-    b = deblur_array(model, rgb, device=cpu, precision=dtype, tile=0)
+        tiled.append(_timed(lambda: tiled_run.run_network(rgb)))
+        whole.append(_timed(lambda: whole_run.run_network(rgb)))
+    a, b = tiled_run.run_network(rgb), whole_run.run_network(rgb)
     psnr = -10 * np.log10(np.mean((a.astype(np.float64) - b) ** 2) + 1e-30)
     h, w, _ = rgb.shape
     (tw, tc), (ww, wc) = min(tiled), min(whole)
-    print(f"{args.arch}, {w}x{h}, {args.threads} thread(s), {dtype}, tile {tile} overlap {args.overlap}: tiled "
+    print(f"{args.arch}, {w}x{h}, {args.threads} thread(s), {whole_run.precision}, tile {tile} overlap {args.overlap}: tiled "
           f"{tw:.2f} s ({tc:.2f} CPU s), whole {ww:.2f} s ({wc:.2f} CPU s) -> overhead {100 * (tw / ww - 1):+.1f}% "
           f"wall, {100 * (tc / wc - 1):+.1f}% CPU (tiled vs whole {psnr:.1f} dB)")
 
 
 def tiles(args: argparse.Namespace) -> None:
     """Throughput per tile size on one photo, interleaved rounds, best of ``--reps`` (0 = whole image)."""
-    from deblurcli.engine import deblur_array
-
-    model, rgb, cpu, dtype = _setup(args)
+    model, rgb = _setup(args)
     sizes = [int(s) for s in args.sizes.split(",")]
-    deblur_array(model, rgb[:256, :256].copy(), device=cpu, precision=dtype, tile=0)
+    sessions = {s: _session(model, args, s, args.batch) for s in sizes}
+    sessions[sizes[0]].run_network(rgb[:256, :256].copy())
     best = {s: (float("inf"), float("inf")) for s in sizes}
     mp = rgb.shape[0] * rgb.shape[1] / 1e6
     for rep in range(args.reps):
         for s in sizes:
-            fn = lambda s=s: deblur_array(
-                model, rgb, device=cpu, precision=dtype, tile=s, overlap=args.overlap, batch_size=args.batch
-            )
-            best[s] = min(best[s], _timed(fn))
+            best[s] = min(best[s], _timed(lambda s=s: sessions[s].run_network(rgb)))
             wall, cpu_s = best[s]
-            print(f"round {rep + 1}: {args.arch} tile {s} batch {args.batch}, {args.threads} thread(s), {dtype}: "
-                  f"best {wall:.2f} s = {mp / wall:.3f} MP/s ({cpu_s:.2f} CPU s)", flush=True)
+            print(f"round {rep + 1}: {args.arch} tile {s} batch {args.batch}, {args.threads} thread(s), "
+                  f"{sessions[s].precision}: best {wall:.2f} s = {mp / wall:.3f} MP/s ({cpu_s:.2f} CPU s)", flush=True)
 
 
 def precision(args: argparse.Namespace) -> None:

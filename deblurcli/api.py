@@ -22,9 +22,10 @@ import numpy as np
 from deblurcli.errors import PhotoError
 
 if TYPE_CHECKING:
-    import torch
     from PIL import Image
     from torch import nn
+
+    from deblurcli.session import Session
 
 ImageLike = TypeVar("ImageLike", "Image.Image", np.ndarray)
 
@@ -50,17 +51,15 @@ def load_model(name: str | None = None, weights: str | Path | None = None, devic
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_model(name: str, device: str) -> nn.Module:
-    """A catalogue model loaded once per device, for callers that do not pass a model.
+def _cached_session(name: str, method: str, device: str, precision: str, tile: int | None, overlap: int) -> Session:
+    """A Session for callers that do not pass a model, built once per set of options and kept.
 
-    Keyed by name, not "the default", so that a later change of ``$DEBLUR_MODEL`` loads the newly chosen one.
+    Keyed by the model's name, not "the default", so that a later change of ``$DEBLUR_MODEL`` loads the
+    newly chosen one.
     """
-    return load_model(name, device=device)
+    from deblurcli.session import Session
 
-
-def _model_device(model: nn.Module) -> torch.device | None:
-    param = next(iter(model.parameters()), None)
-    return None if param is None else param.device
+    return Session(method, model=name, device=device, precision=precision, tile=tile, overlap=overlap)
 
 
 def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
@@ -160,6 +159,7 @@ def deblur_image(
     image: ImageLike,
     model: nn.Module | None = None,
     *,
+    method: str = "auto",
     tile: int | None = None,
     overlap: int = 32,
     device: str = "auto",
@@ -171,30 +171,29 @@ def deblur_image(
     numpy arrays are ``H x W`` (grey), or ``H x W x C`` with C = 1, 2 (grey + alpha), 3 (RGB) or 4 (RGBA);
     uint8 and uint16 use their full range, floats are taken to be in [0, 1]. ``model`` defaults to the
     default model (``$DEBLUR_MODEL`` or the bundled default; loaded once and kept). ``device="auto"`` with
-    a given model runs where the model is.
-    ``tile``, ``overlap``, ``precision`` and ``strength`` mean what the CLI's options of the same name do.
+    a given model runs where the model is. ``method``, ``tile``, ``overlap``, ``precision`` and ``strength``
+    mean what the CLI's options of the same name do. For many images, build a :class:`deblurcli.Session`
+    once and call its ``deblur`` per image instead.
     """
     from PIL import Image
 
-    from deblurcli.devices import resolve_device, resolve_precision
-    from deblurcli.engine import apply_strength, check_strength, deblur_array
+    from deblurcli.engine import apply_strength, check_strength
+    from deblurcli.session import Session
     from deblurcli.weights import default_model_name
 
     check_strength(strength)
-    placed = _model_device(model) if model is not None and device == "auto" else None
-    target = placed if placed is not None else resolve_device(device)
-    if model is None:
-        model = _cached_model(default_model_name(), str(target))
-    dtype = resolve_precision(precision, target, inference=True)
-
     if isinstance(image, Image.Image):
         rgb, alpha = _split_pil(image)
     elif isinstance(image, np.ndarray):
         rgb, alpha, grey = _split_array(image)
     else:
         raise PhotoError(f"deblur_image takes a PIL image or a numpy array, not {type(image).__name__}")
-    out = deblur_array(model, rgb, device=target, precision=dtype, tile=tile, overlap=overlap)
-    out = apply_strength(rgb, out, strength)
+    if model is None:
+        session = _cached_session(default_model_name(), method, device, precision, tile, overlap)
+    else:
+        session = Session(method, module=model, device=device, precision=precision, tile=tile, overlap=overlap)
+    result = session.deblur(rgb)
+    out = result.rgb if result.method == "unchanged" else apply_strength(rgb, result.rgb, strength)
     if isinstance(image, Image.Image):
         return _join_pil(out, image, alpha)
     return _join_array(out, image, alpha, grey)

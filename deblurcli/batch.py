@@ -40,6 +40,7 @@ __all__ = [
     "OutputCollisionError",
     "PlanError",
     "find_inputs",
+    "output_is_file",
     "parse_shard",
     "plan_jobs",
     "shard",
@@ -178,6 +179,11 @@ def _key(path: Path) -> str:
     return os.path.normpath(os.path.abspath(path)).casefold()
 
 
+def output_is_file(output: Path) -> bool:
+    """Whether ``-o OUTPUT`` names one output file (a photo suffix, and not an existing folder) or a folder."""
+    return output.suffix.lower() in WRITABLE_SUFFIXES and not output.is_dir()
+
+
 def plan_jobs(
     inputs: Sequence[InputFile],
     output: Path | None,
@@ -196,11 +202,7 @@ def plan_jobs(
     if in_place and output is not None:
         raise PlanError("--in-place writes over the inputs, so it cannot be combined with -o")
     output = Path(output) if output is not None else None
-    as_file = (
-        output is not None
-        and output.suffix.lower() in WRITABLE_SUFFIXES
-        and not output.is_dir()
-    )
+    as_file = output is not None and output_is_file(output)
     if as_file and (len(inputs) != 1 or inputs[0].root is not None):
         what = f"{len(inputs)} photos were found" if len(inputs) != 1 else "the input is a folder"
         raise PlanError(f"-o '{output}' names a file but {what}; give a folder instead")

@@ -21,7 +21,7 @@ import sys
 
 import torch
 
-from deblurcli.errors import DeviceError
+from deblurcli.errors import DeviceError, OptionError, PrecisionError
 
 #: accepted ``--precision`` spellings -> dtype (``auto`` is resolved per device).
 PRECISIONS: dict[str, torch.dtype] = {
@@ -44,6 +44,16 @@ M_MMAP_MAX = -4
 
 #: Used when the free host memory cannot be read (non-Linux without sysconf support).
 FALLBACK_HOST_FREE_BYTES = 4 << 30
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is the device running out of memory: CUDA, MPS and CPU allocators each say it differently."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    if isinstance(exc, RuntimeError):
+        text = str(exc).lower()
+        return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+    return False
 
 
 def _mps_available() -> bool:
@@ -136,21 +146,21 @@ def resolve_precision(spec: str, device: torch.device, *, inference: bool = Fals
             return torch.bfloat16
         return torch.float32
     if spec not in PRECISIONS:
-        raise DeviceError(f"unknown precision '{spec}': use auto, fp32, bf16 or fp16")
+        raise PrecisionError(f"unknown precision '{spec}': use auto, fp32, bf16 or fp16")
     dtype = PRECISIONS[spec]
     if dtype == torch.float32:
         return dtype
     if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        raise DeviceError(f"{spec} is not supported on {device} ({torch.cuda.get_device_name(device)}): use fp16 or fp32")
+        raise PrecisionError(f"{spec} is not supported on {device} ({torch.cuda.get_device_name(device)}): use fp16 or fp32")
     if not _autocast_runs(device.type, device.index, dtype):
-        raise DeviceError(f"{spec} is not supported on {device} with this PyTorch build: use fp32")
+        raise PrecisionError(f"{spec} is not supported on {device} with this PyTorch build: use fp32")
     return dtype
 
 
 def set_threads(n: int) -> None:
     """Use ``n`` CPU threads for intra-op parallelism (``--threads``); ``n`` must be at least 1."""
     if n < 1:
-        raise DeviceError(f"--threads must be at least 1, got {n}")
+        raise OptionError(f"must be at least 1, got {n}", "--threads")
     torch.set_num_threads(n)
 
 

@@ -41,27 +41,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from deblurcli.devices import free_memory_bytes
-from deblurcli.errors import DeblurError
+from deblurcli.devices import is_oom
+from deblurcli.errors import DeblurError, OptionError
+from deblurcli.tiling import TilePlan, min_tile, model_geometry, round_up
 
 log = logging.getLogger(__name__)
-
-#: Largest auto tile per device type. On CPU, 1024 px balanced tiles run a 12 MP photo 1.22x its pixels
-#: against 1.48x at 512 px, and with the host allocator kept warm (``devices.keep_host_memory``) their
-#: per-pixel speed holds (3 MP, 2 threads, bf16: 1.79 MP/s at 1024 px, 1.41 at 512; docs/performance.md).
-#: Without that, big tiles page-fault every layer output anew and 512 px was faster. GPUs like big batched tiles.
-MAX_AUTO_TILE = {"cpu": 1024, "mps": 1024, "cuda": 2048}
-#: Fraction of free memory an auto plan may spend on activations; the rest is for the photo itself,
-#: the allocator's fragmentation and other processes. Host RAM is shared with the photo buffers.
-MEMORY_FRACTION = {"cpu": 0.25, "mps": 0.3, "cuda": 0.6}
-#: Never plan more than this for activations on the host (keeps a 24 MP photo well under 3 GiB peak).
-HOST_ACTIVATION_CAP = 1 << 30
-#: Peak inference memory / largest single layer output, measured for nafnet-s on CPU (5.1x at 512², 4.9x
-#: at 1024², as ru_maxrss growth over one forward), with a margin; turns a cheap probe into a per-pixel
-#: memory estimate. (It was 12 when the local pool's window sums were float64 prefix sums.)
-PEAK_FACTOR = 6
-#: Most tiles per device batch in an auto plan.
-MAX_AUTO_BATCH = 16
 
 #: A reduced precision must reproduce fp32 on a probe crop at least this well (PSNR, dB, range 1), or the
 #: run falls back to fp32: well above what anyone can see, well below what bf16 gives a healthy NAFNet (~58 dB).
@@ -76,104 +60,11 @@ ProgressFn = Callable[[int, int], None]
 _COMPILED: list[tuple[nn.Module, nn.Module]] = []
 
 
-def _model_geometry(model: nn.Module) -> tuple[int, int]:
-    """(size_multiple, tile_margin) with lenient defaults for foreign modules that lack them."""
-    return max(1, int(getattr(model, "size_multiple", 1))), max(0, int(getattr(model, "tile_margin", 0)))
-
-
-def _round_up(x: int, m: int) -> int:
-    return -(-x // m) * m
-
-
-def min_tile(model: nn.Module, overlap: int) -> int:
-    """Smallest useful tile: the discarded margins and the cross-fade plus 32 px of progress per step."""
-    multiple, margin = _model_geometry(model)
-    return _round_up(2 * margin + overlap + max(32, multiple), multiple)
-
-
-def check_tile(model: nn.Module, tile: int | None, overlap: int) -> None:
-    """Raise DeblurError if a user-given ``tile``/``overlap`` cannot work with ``model``."""
-    if overlap < 0:
-        raise DeblurError(f"overlap must be 0 or more, got {overlap}")
-    if tile is None or tile == 0:
-        return
-    floor = min_tile(model, overlap)
-    if tile < floor:
-        _, margin = _model_geometry(model)
-        raise DeblurError(
-            f"tile {tile} is too small: this model discards {margin} px at each tile edge and the cross-fade "
-            f"is {overlap} px; use a tile of at least {floor}, a smaller overlap, or tile 0 (whole image)"
-        )
-
-
-def _is_oom(exc: BaseException) -> bool:
-    """CUDA, MPS and CPU allocators all report exhaustion differently; recognise each."""
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    if isinstance(exc, RuntimeError):
-        text = str(exc).lower()
-        return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
-    return False
-
-
 def _release_cached(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
     elif device.type == "mps":
         torch.mps.empty_cache()
-
-
-def estimate_bytes_per_pixel(model: nn.Module, device: torch.device) -> float:
-    """Estimated peak device bytes per input pixel, from one small probe forward pass.
-
-    Forward hooks record the largest output of any leaf layer on a 64 px probe; that scales linearly with
-    the pixel count, and inference peaks at a small multiple of it (``PEAK_FACTOR``). Cheap (a 64 px
-    forward) and model-agnostic, so DGF's full-resolution 896-channel stack gets smaller tiles than NAFNet.
-    """
-    multiple, _ = _model_geometry(model)
-    side = _round_up(64, multiple)
-    largest = 0
-
-    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-        nonlocal largest
-        if isinstance(output, torch.Tensor):
-            largest = max(largest, output.numel() * output.element_size())
-
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    try:
-        with torch.inference_mode():
-            model(torch.rand(1, 3, side, side, device=device))
-    except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-        if not _is_oom(exc):
-            raise
-        return math.inf  # not even a probe fits: plan the smallest tiles
-    finally:
-        for handle in handles:
-            handle.remove()
-    if largest == 0:  # no leaf modules (a bare function-like module): assume a small network
-        largest = 64 * 4 * side * side
-    return PEAK_FACTOR * largest / (side * side)
-
-
-def auto_plan(
-    model: nn.Module, device: torch.device, overlap: int, *, free_bytes: int | None = None
-) -> tuple[int, int]:
-    """(tile, batch_size) for ``model`` on ``device`` from free memory, within per-device bounds."""
-    multiple, _ = _model_geometry(model)
-    kind = device.type if device.type in MAX_AUTO_TILE else "cpu"
-    free = free_memory_bytes(device) if free_bytes is None else free_bytes
-    budget = free * MEMORY_FRACTION[kind]
-    if kind != "cuda":
-        budget = min(budget, HOST_ACTIVATION_CAP)
-    per_pixel = estimate_bytes_per_pixel(model, device)
-    floor = min_tile(model, overlap)
-    side = int(math.sqrt(max(budget, 0.0) / per_pixel)) // multiple * multiple
-    tile = max(floor, min(side, _round_up(MAX_AUTO_TILE[kind], multiple)))
-    batch = 1
-    if kind == "cuda":
-        batch = int(max(1, min(MAX_AUTO_BATCH, budget // (per_pixel * tile * tile))))
-    return tile, batch
 
 
 def _axis_plan(length: int, tile: int, stride: int, margin: int, overlap: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,7 +97,7 @@ def _balanced_side(length: int, tile: int, seam: int, multiple: int, floor: int)
         return length
     stride = (tile - seam) // multiple * multiple
     n = -(-(length - tile) // stride) + 1
-    return min(tile, max(floor, _round_up(-(-(length + (n - 1) * seam) // n), multiple)))
+    return min(tile, max(floor, round_up(-(-(length + (n - 1) * seam) // n), multiple)))
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
@@ -217,11 +108,28 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def uses_channels_last(model: nn.Module, device: torch.device) -> bool:
-    """Whether ``model`` runs NHWC on ``device``: convolutional models on CPU (oneDNN) and CUDA (cuDNN).
+    """Whether ``model`` should run NHWC on ``device``: convolutional models on CPU (oneDNN) and CUDA (cuDNN).
 
     MPS gains nothing from it on the networks measured, and a model without 4-D weights has no layout.
     """
     return device.type in ("cpu", "cuda") and any(p.dim() == 4 for p in model.parameters())
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` ready for many :func:`deblur_array` calls: on ``device``, in eval mode, and NHWC where that
+    is faster. Done once per run (by the Session), not per photo: converting the weights' layout is a copy."""
+    model.to(device).eval()
+    if uses_channels_last(model, device):
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _input_format(model: nn.Module) -> torch.memory_format:
+    """Feed tiles in the layout of the model's convolution weights, so no layer has to transpose them."""
+    weight = next((p for p in model.parameters() if p.dim() == 4), None)
+    if weight is not None and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -304,8 +212,8 @@ class _Runner:
 
 def _run_whole(run: _Runner, image: torch.Tensor, multiple: int, pad: int, progress: ProgressFn | None) -> np.ndarray:
     h, w, _ = image.shape
-    rows = _reflect(torch.arange(_round_up(h + 2 * pad, multiple)) - pad, h)
-    cols = _reflect(torch.arange(_round_up(w + 2 * pad, multiple)) - pad, w)
+    rows = _reflect(torch.arange(round_up(h + 2 * pad, multiple)) - pad, h)
+    cols = _reflect(torch.arange(round_up(w + 2 * pad, multiple)) - pad, w)
     if progress:
         progress(0, 1)
     batch = image[rows[:, None], cols[None, :]].permute(2, 0, 1).unsqueeze(0)  # NHWC in memory
@@ -329,7 +237,7 @@ def _run_tiled(
 ) -> np.ndarray:
     h, w, _ = image.shape
     pad = margin  # reflected border, as in _run_whole; tile coordinates below are in the padded frame
-    hp, wp = _round_up(h + 2 * pad, multiple), _round_up(w + 2 * pad, multiple)
+    hp, wp = round_up(h + 2 * pad, multiple), round_up(w + 2 * pad, multiple)
     seam = 2 * margin + overlap
     th, tw = (_balanced_side(length, tile, seam, multiple, floor) for length in (hp, wp))
     starts_y, win_y = _axis_plan(hp, th, (th - seam) // multiple * multiple, margin, overlap)
@@ -368,99 +276,67 @@ def deblur_array(
     rgb: np.ndarray,
     *,
     device: torch.device | str,
+    plan: TilePlan,
     precision: torch.dtype = torch.float32,
-    tile: int | None = None,
-    overlap: int = 32,
-    batch_size: int | None = None,
     progress: ProgressFn | None = None,
     compile: bool = False,
 ) -> np.ndarray:
     """Run ``model`` over an ``H x W x 3`` float32 photo in [0, 1] and return the result, same shape.
 
-    ``tile``: None picks a size from free device memory, 0 runs the whole image at once, N uses N-pixel
-    tiles (rounded down to the model's size multiple). ``overlap`` is the cross-fade width beyond the
-    model's ``tile_margin``. ``batch_size`` tiles go to the device together (None: from free memory).
+    ``plan`` (from :func:`deblurcli.tiling.plan_tiles`) says the tile size (0: the whole image at once), the
+    tiles per device batch and the cross-fade width beyond the model's ``tile_margin``; the engine follows it
+    and only departs from it to recover from an out-of-memory error (halving the batch, then the tile).
     ``progress(done, total)`` is called after each batch (``total`` restarts if an OOM forces a smaller
-    tile). The model is put in eval mode (and back afterwards) and moved to ``device``; on CPU and CUDA it
-    runs channels_last for the call and is given back with contiguous (NCHW) weights. ``compile`` runs it through
-    ``torch.compile`` (pays only on long runs: the first call per tile shape compiles).
+    tile). The model must already be on ``device`` in eval mode (:func:`prepare_model`); tiles are fed in
+    its weights' memory layout. ``compile`` runs it through ``torch.compile`` (pays only on long runs: the
+    first call per tile shape compiles).
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise DeblurError(f"expected an H x W x 3 RGB array, got shape {tuple(rgb.shape)}")
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise DeblurError("the image is empty (zero width or height)")
     device = torch.device(device)
-    check_tile(model, tile, overlap)
-    multiple, margin = _model_geometry(model)
+    multiple, margin = model_geometry(model)
     array = np.ascontiguousarray(rgb, dtype=np.float32)
     # torch.from_numpy shares memory (no copy of a big photo) but warns on read-only arrays; only those are copied.
     image = torch.from_numpy(array if array.flags.writeable else array.copy())
     h, w, _ = image.shape
-    whole_side = max(_round_up(h + 2 * margin, multiple), _round_up(w + 2 * margin, multiple))
-    floor = min_tile(model, overlap)
-
-    was_training = model.training
-    model.to(device).eval()
-    channels_last = uses_channels_last(model, device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    try:
-        if tile is None or (batch_size is None and tile != 0 and device.type == "cuda"):
-            auto_tile, auto_batch = auto_plan(model, device, overlap)
-            tile = auto_tile if tile is None else tile
-            batch_size = auto_batch if batch_size is None else batch_size
-        batch_size = batch_size or 1
-        tile = whole_side if tile == 0 else max(floor, tile // multiple * multiple)
-        batch_size = max(1, batch_size)
-        run = _Runner(
-            model,
-            device,
-            precision,
-            memory_format=torch.channels_last if channels_last else torch.contiguous_format,
-            forward=compiled(model) if compile else model,
-        )
-        while True:
-            try:
-                with torch.inference_mode():
-                    if tile >= whole_side:
-                        return _run_whole(run, image, multiple, margin, progress)
-                    return _run_tiled(
-                        run,
-                        image,
-                        tile=tile,
-                        batch_size=batch_size,
-                        multiple=multiple,
-                        margin=margin,
-                        overlap=overlap,
-                        floor=floor,
-                        progress=progress,
-                    )
-            except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-                if not _is_oom(exc):
-                    raise
-                # Leave the except block before retrying so the traceback's frames (and their tensors) die.
-            _release_cached(device)
-            if batch_size > 1:
-                batch_size //= 2
-                log.warning("out of memory on %s; retrying with %d tiles per batch", device, batch_size)
-                continue
-            if tile <= floor:
-                raise DeblurError(
-                    f"out of memory on {device} even with {floor} px tiles: close other programs, "
-                    "or use another device (--device cpu)"
+    whole_side = max(round_up(h + 2 * margin, multiple), round_up(w + 2 * margin, multiple))
+    floor = min_tile(model, plan.overlap)
+    tile = whole_side if plan.tile == 0 else max(floor, plan.tile // multiple * multiple)
+    batch_size = max(1, plan.batch_size)
+    run = _Runner(model, device, precision, memory_format=_input_format(model), forward=compiled(model) if compile else model)
+    while True:
+        try:
+            with torch.inference_mode():
+                if tile >= whole_side:
+                    return _run_whole(run, image, multiple, margin, progress)
+                return _run_tiled(
+                    run, image, tile=tile, batch_size=batch_size, multiple=multiple, margin=margin,
+                    overlap=plan.overlap, floor=floor, progress=progress,
                 )
-            tile = max(floor, min(tile, whole_side) // 2 // multiple * multiple)
-            log.warning("out of memory on %s; retrying with %d px tiles", device, tile)
-    finally:
-        model.train(was_training)
-        if channels_last:  # saving (safetensors) and training expect the usual contiguous weights
-            model.to(memory_format=torch.contiguous_format)
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            if not is_oom(exc):
+                raise
+            # Leave the except block before retrying so the traceback's frames (and their tensors) die.
+        _release_cached(device)
+        if batch_size > 1:
+            batch_size //= 2
+            log.warning("out of memory on %s; retrying with %d tiles per batch", device, batch_size)
+            continue
+        if tile <= floor:
+            raise DeblurError(
+                f"out of memory on {device} even with {floor} px tiles: close other programs, "
+                "or use another device (--device cpu)"
+            )
+        tile = max(floor, min(tile, whole_side) // 2 // multiple * multiple)
+        log.warning("out of memory on %s; retrying with %d px tiles", device, tile)
 
 
 def check_strength(strength: float) -> None:
-    """Raise DeblurError unless ``0 <= strength <= 1`` (checked before a long run, not after it)."""
+    """Raise OptionError unless ``0 <= strength <= 1`` (checked before a long run, not after it)."""
     if not 0.0 <= strength <= 1.0:
-        raise DeblurError(f"strength must be between 0 and 1, got {strength}")
+        raise OptionError(f"strength must be between 0 and 1, got {strength}", "--strength")
 
 
 def apply_strength(original: np.ndarray, restored: np.ndarray, strength: float) -> np.ndarray:

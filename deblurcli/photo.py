@@ -1683,3 +1683,19 @@ def _collect_warnings(warns: list[str], prefix: str) -> Iterator[None]:
 def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return text[:200] or type(e).__name__
+
+
+def encode_preview_jpeg(pixels: np.ndarray, source: Photo, quality: int = 90) -> bytes:
+    """An 8-bit RGB picture made from ``source`` (a compare strip) as JPEG, with the photo's ICC profile when
+    it describes RGB, so the strip shows the colours the photo shows."""
+    icc = source.icc_profile if source.icc_profile and _icc_colour_space(source.icc_profile) == b"RGB " else None
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality, icc_profile=icc)
+    return buffer.getvalue()
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """A plain 8-bit PNG (a kernel picture): no metadata to carry."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()

@@ -38,7 +38,10 @@ __all__ = ["ClusterOptions", "deblur_paths", "import_ray"]
 
 RAY_MISSING = "Ray is not installed: pip install 'deblurcli[ray]' (or pip install 'ray[data]')"
 #: Table columns of a result row, in order (``Outcome.as_dict``'s keys plus the job's place in the plan).
-COLUMNS = ("index", "input", "output", "status", "reason", "megapixels", "seconds", "model_seconds", "compare", "warnings")
+COLUMNS = (
+    "index", "input", "output", "status", "reason", "megapixels", "seconds", "model_seconds", "compare", "warnings",
+    "method", "kernel_size", "confidence", "kernel",
+)
 
 
 def import_ray() -> Any:
@@ -68,25 +71,21 @@ class ClusterOptions:
 
 
 class DeblurActor:
-    """One model, loaded once per actor; each call deblurs a batch of rows with the CLI's runner."""
+    """One Session (model, device, tile plan), built once per actor; each call deblurs a batch of rows with
+    the CLI's runner."""
 
-    def __init__(self, model: str | None, weights: str | None, device: str, precision: str, settings: dict[str, Any]) -> None:
+    def __init__(self, session: dict[str, Any], settings: dict[str, Any]) -> None:
         import ray
 
-        from deblurcli.api import load_model
-        from deblurcli.devices import keep_host_memory, resolve_device, resolve_precision, set_threads
-        from deblurcli.engine import auto_plan, check_tile
+        from deblurcli.devices import keep_host_memory
         from deblurcli.runner import Settings
+        from deblurcli.session import Session
 
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-        set_threads(max(1, int(cpus)))  # torch would otherwise take every core of the node in each actor
         keep_host_memory()  # the actor's process runs this one model until it ends, as the CLI does
-        dev = resolve_device(device)
-        self.model = load_model(model, weights, str(dev))
-        self.settings = Settings(dev, resolve_precision(precision, dev, inference=True), **settings)
-        check_tile(self.model, self.settings.tile, self.settings.overlap)
-        if self.settings.tile is None:  # planned once per actor, as the CLI plans once per run
-            self.settings.tile, self.settings.batch_size = auto_plan(self.model, dev, self.settings.overlap)
+        # torch would otherwise take every core of the node in each actor
+        self.session = Session(**session, threads=max(1, int(cpus)))
+        self.settings = Settings(**settings)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         from deblurcli.batch import Job
@@ -94,7 +93,7 @@ class DeblurActor:
 
         jobs = [Job(Path(s), Path(d), Path(r)) for s, d, r in zip(batch["src"], batch["dst"], batch["rel"])]
         outcomes: dict[int, Outcome] = {}
-        end = run_jobs(jobs, self.model, self.settings, on_result=outcomes.__setitem__)
+        end = run_jobs(jobs, self.session, self.settings, on_result=outcomes.__setitem__)
         reason = {"disk_full": "not processed: the output disk is full", "interrupted": "not processed: interrupted"}.get(end)
         rows = [outcomes.get(i) or Outcome(job.src, job.dst, "failed", reason) for i, job in enumerate(jobs)]
         return _columns([int(i) for i in batch["index"]], rows)
@@ -120,6 +119,8 @@ def _outcome(row: dict[str, Any]) -> Outcome:
     return Outcome(
         Path(row["input"]), path(row["output"]), str(row["status"]), row["reason"] or None, float(row["megapixels"]),
         float(row["seconds"]), path(row["compare"]), list(json.loads(row["warnings"])), float(row["model_seconds"]),
+        method=row["method"] or None, kernel_size=None if row["kernel_size"] is None else int(row["kernel_size"]),
+        confidence=None if row["confidence"] is None else float(row["confidence"]), kernel=path(row["kernel"]),
     )
 
 
@@ -144,14 +145,18 @@ def deblur_paths(
     output: str | Path | None,
     *,
     recursive: bool = True,
+    method: str = "auto",
     model: str | None = None,
     weights: str | Path | None = None,
+    kernel: str | Path | None = None,
+    kernel_size: int = 35,
     device: str = "auto",
     precision: str = "auto",
     tile: int | None = None,
     overlap: int = 32,
     strength: float = 1.0,
     compare: bool = False,
+    save_kernel: bool = False,
     overwrite: bool = False,
     in_place: bool = False,
     allow_huge: bool = False,
@@ -170,9 +175,10 @@ def deblur_paths(
     """
     from deblurcli.batch import find_inputs, plan_jobs
     from deblurcli.engine import check_strength
-    from deblurcli.runner import Outcome
+    from deblurcli.runner import Outcome, Settings
 
     check_strength(strength)
+    settings = Settings(compare, overwrite, in_place, allow_huge, quality, save_kernel)
     out_path = None if output is None else Path(output).absolute()
     absolute = [Path(p).absolute() for p in paths]
     inputs, problems = find_inputs(absolute, recursive=recursive, exclude=[out_path] if out_path is not None else [])
@@ -181,41 +187,34 @@ def deblur_paths(
     by_index: dict[int, Outcome] = {}
     todo: list[tuple[int, Job]] = []
     for index, job in enumerate(jobs):
-        if overwrite or in_place or not job.dst.exists():
+        skipped = settings.existing(job)
+        if skipped is None:
             todo.append((index, job))
         else:
-            by_index[index] = Outcome(job.src, job.dst, "skipped", "output exists")
+            by_index[index] = skipped
+    session = {
+        "method": method, "model": model, "weights": None if weights is None else str(Path(weights).absolute()),
+        "kernel": None if kernel is None else str(Path(kernel).absolute()), "kernel_size": kernel_size,
+        "device": device, "precision": precision, "tile": tile, "overlap": overlap, "strength": strength,
+    }
     if todo:
-        by_index.update(_run_on_ray(todo, model, weights, device, precision, address, cluster or ClusterOptions(), {
-            "tile": tile, "overlap": overlap, "strength": strength, "compare": compare, "overwrite": overwrite,
-            "in_place": in_place, "allow_huge": allow_huge, "quality": quality,
-        }))
+        by_index.update(_run_on_ray(todo, session, vars(settings), address, cluster or ClusterOptions()))
     missing = "no result came back from the cluster"
     return listed + [by_index.get(i) or Outcome(job.src, job.dst, "failed", missing) for i, job in enumerate(jobs)]
 
 
 def _run_on_ray(
-    todo: Sequence[tuple[int, Job]],
-    model: str | None,
-    weights: str | Path | None,
-    device: str,
-    precision: str,
-    address: str | None,
-    cluster: ClusterOptions,
-    settings: dict[str, Any],
+    todo: Sequence[tuple[int, Job]], session: dict[str, Any], settings: dict[str, Any], address: str | None, cluster: ClusterOptions
 ) -> dict[int, Outcome]:
     """The jobs through a Ray Data actor pool: {plan index: outcome}."""
     ray = import_ray()
     if not ray.is_initialized():
         ray.init(address=address)
-    actors, cpus_per, gpus_per = _pool(ray, device, cluster)
+    actors, cpus_per, gpus_per = _pool(ray, session["device"], cluster)
     items = [{"index": i, "src": str(j.src), "dst": str(j.dst), "rel": str(j.rel)} for i, j in todo]
     dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), actors * 4))).map_batches(
         DeblurActor,
-        fn_constructor_kwargs={
-            "model": model, "weights": None if weights is None else str(Path(weights).absolute()),
-            "device": device, "precision": precision, "settings": settings,
-        },
+        fn_constructor_kwargs={"session": session, "settings": settings},
         batch_size=max(1, cluster.rows_per_call),
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),

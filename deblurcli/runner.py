@@ -36,10 +36,9 @@ import numpy as np
 from deblurcli.errors import DeblurError
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from deblurcli.batch import Job
     from deblurcli.photo import Photo
+    from deblurcli.session import Result, Session
 
 __all__ = [
     "Outcome",
@@ -65,30 +64,31 @@ RunEnd = Literal["completed", "disk_full", "interrupted"]
 
 @dataclass
 class Settings:
-    """A run's options after validation, as the per-file work needs them.
+    """What a run does with each file around the deblurring itself (which the :class:`~deblurcli.session.Session`
+    owns): the compare strip and kernel picture, replacing outputs, reading huge photos, JPEG/WebP quality."""
 
-    ``device``/``precision`` are resolved (``torch.device``/``torch.dtype``); ``tile`` is a size, 0 for the
-    whole image, or None for the engine's own plan; ``batch_size`` None lets the engine choose.
-    ``compile`` runs the model through ``torch.compile`` (``deblur --compile``).
-    """
-
-    device: Any
-    precision: Any
-    tile: int | None = None
-    batch_size: int | None = None
-    overlap: int = 32
-    strength: float = 1.0
     compare: bool = False
     overwrite: bool = False
     in_place: bool = False
     allow_huge: bool = False
     quality: int = 95
-    compile: bool = False
+    save_kernel: bool = False
 
     @property
     def replaces(self) -> bool:
         """Whether existing outputs are replaced (``--overwrite`` or ``--in-place``) rather than skipped."""
         return self.overwrite or self.in_place
+
+    def existing(self, job: Job, reason: str = "output exists") -> Outcome | None:
+        """The skip outcome for ``job`` if its output exists and is not to be replaced, else None.
+
+        The one place the "existing outputs are skipped" rule is decided: the CLI and the Ray driver ask
+        before a run (to avoid loading a model for nothing), the runner again when a photo's turn comes
+        (another run may have written it meanwhile); the atomic writer enforces it at the final rename.
+        """
+        if self.replaces or not job.dst.exists():
+            return None
+        return Outcome(job.src, job.dst, "skipped", reason)
 
 
 @dataclass
@@ -110,6 +110,11 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     model_seconds: float = 0.0
     exception: BaseException | None = field(default=None, repr=False, compare=False)
+    #: how the photo was deblurred (``Result.method``), the kernel's side and the estimator's confidence
+    method: str | None = None
+    kernel_size: int | None = None
+    confidence: float | None = None
+    kernel: Path | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready record (paths as strings, times rounded to the millisecond)."""
@@ -123,6 +128,10 @@ class Outcome:
             "model_seconds": round(self.model_seconds, 3),
             "compare": None if self.compare is None else str(self.compare),
             "warnings": list(self.warnings),
+            "method": self.method,
+            "kernel_size": self.kernel_size,
+            "confidence": None if self.confidence is None else round(self.confidence, 3),
+            "kernel": None if self.kernel is None else str(self.kernel),
         }
 
     def as_json(self) -> str:
@@ -139,20 +148,37 @@ def compare_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}_compare.jpg")
 
 
-def write_compare(path: Path, before: np.ndarray, after: np.ndarray, photo: Photo) -> None:
-    """Input | output side by side at full resolution (JPEG, the photo's RGB ICC profile kept)."""
-    import io
+def kernel_path(output: Path) -> Path:
+    """``out/photo.png`` -> ``out/photo_kernel.png``."""
+    return output.with_name(f"{output.stem}_kernel.png")
 
-    from PIL import Image
 
+def write_compare(path: Path, before: np.ndarray, result: Result, photo: Photo) -> None:
+    """Input | output side by side at full resolution (JPEG, the photo's RGB ICC profile kept), with the
+    kernel that was deconvolved with drawn in the output's top-left corner and the method named."""
     from deblurcli.photo import atomic_write_bytes
+    from deblurcli.photo import encode_preview_jpeg
 
-    side = np.concatenate([before, after], axis=1)
-    image = Image.fromarray((np.clip(side, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
-    icc = photo.icc_profile if photo.icc_profile and photo.icc_profile[16:20] == b"RGB " else None
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=90, icc_profile=icc)
-    atomic_write_bytes(path, buffer.getvalue(), overwrite=True)
+    side = np.concatenate([before, result.rgb], axis=1)
+    strip = (np.clip(side, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if result.method == "kernel" and result.kernel is not None:
+        _inset_kernel(strip, result.kernel, x0=before.shape[1])
+    atomic_write_bytes(path, encode_preview_jpeg(strip, photo), overwrite=True)
+
+
+def _inset_kernel(strip: np.ndarray, kernel: np.ndarray, *, x0: int) -> None:
+    """Draw ``kernel`` (white on black, framed) into ``strip`` at the output half's top-left corner, at most
+    a quarter of the photo's shorter side, so the viewer sees what blur was undone."""
+    import torch
+
+    from deblurcli.kernel.psf import kernel_picture
+
+    h, w = strip.shape[0], strip.shape[1] - x0
+    side = max(1, min(h, w) // 4)
+    scale = max(1, side // max(1, kernel.shape[0]))
+    picture = kernel_picture(torch.from_numpy(kernel), scale=scale)
+    ph, pw = min(picture.shape[0], h), min(picture.shape[1], w)
+    strip[:ph, x0 : x0 + pw] = picture[:ph, :pw, None]
 
 
 @dataclass
@@ -174,48 +200,52 @@ def read_stage(job: Job, settings: Settings) -> Photo:
     return photo_io.read_photo(job.src, allow_huge=settings.allow_huge)
 
 
-def model_stage(photo: Photo, model: nn.Module, settings: Settings, progress: ProgressFn | None = None) -> np.ndarray:
-    """The deblurred pixels of ``photo`` (tiled engine, then ``--strength``); runs on the caller's thread."""
-    from deblurcli.engine import apply_strength, deblur_array
-
-    out = deblur_array(
-        model, photo.rgb, device=settings.device, precision=settings.precision, tile=settings.tile,
-        overlap=settings.overlap, batch_size=settings.batch_size, progress=progress,
-        compile=settings.compile,
-    )
-    return apply_strength(photo.rgb, out, settings.strength)
+def model_stage(photo: Photo, session: Session, progress: ProgressFn | None = None) -> Result:
+    """The deblurred pixels of ``photo`` and how they were made; runs on the caller's thread."""
+    return session.deblur(photo.rgb, progress)
 
 
-def write_stage(job: Job, photo: Photo, out: np.ndarray, settings: Settings) -> tuple[list[str], Path | None]:
-    """Save ``out`` as ``job.dst`` with ``photo``'s metadata, and the compare strip if asked: (warnings, compare)."""
+def write_stage(job: Job, photo: Photo, result: Result, settings: Settings) -> tuple[list[str], Path | None, Path | None]:
+    """Save ``result`` as ``job.dst`` with ``photo``'s metadata, and the compare strip and kernel picture if
+    asked: (warnings, compare path, kernel picture path)."""
     from deblurcli import photo as photo_io
 
-    warnings = photo_io.write_photo(job.dst, out, photo, quality=settings.quality, overwrite=settings.replaces)
-    compare = None
+    warnings = photo_io.write_photo(job.dst, result.rgb, photo, quality=settings.quality, overwrite=settings.replaces)
+    compare = picture = None
     if settings.compare:
         compare = compare_path(job.dst)
-        write_compare(compare, photo.rgb, out, photo)
-    return warnings, compare
+        write_compare(compare, photo.rgb, result, photo)
+    if settings.save_kernel and result.kernel is not None:
+        import torch
+
+        from deblurcli.photo import atomic_write_bytes
+        from deblurcli.kernel.psf import kernel_picture
+        from deblurcli.photo import encode_png
+
+        picture = kernel_path(job.dst)
+        atomic_write_bytes(picture, encode_png(kernel_picture(torch.from_numpy(result.kernel))), overwrite=True)
+    return warnings, compare, picture
 
 
-def _done(job: Job, photo: Photo, seconds: float, model_seconds: float, written: tuple[list[str], Path | None]) -> Outcome:
-    warnings, compare = written
+def _done(job: Job, photo: Photo, result: Result, seconds: float, model_seconds: float, written: tuple[list[str], Path | None, Path | None]) -> Outcome:
+    warnings, compare, picture = written
     height, width = photo.rgb.shape[:2]
     return Outcome(
         job.src, job.dst, "done", None, width * height / 1e6, seconds, compare, [*photo.warnings, *warnings],
-        model_seconds,
+        model_seconds, method=result.method, kernel_size=result.kernel_size, confidence=result.confidence,
+        kernel=picture,
     )
 
 
-def process(job: Job, model: nn.Module, settings: Settings, progress: ProgressFn | None = None) -> Outcome:
+def process(job: Job, session: Session, settings: Settings, progress: ProgressFn | None = None) -> Outcome:
     """Read, deblur and write one photo, one stage after the other; raises for the caller to report."""
     start = time.perf_counter()
     photo = read_stage(job, settings)
     model_start = time.perf_counter()
-    out = model_stage(photo, model, settings, progress)
+    result = model_stage(photo, session, progress)
     model_seconds = time.perf_counter() - model_start
-    written = write_stage(job, photo, out, settings)
-    return _done(job, photo, time.perf_counter() - start, model_seconds, written)
+    written = write_stage(job, photo, result, settings)
+    return _done(job, photo, result, time.perf_counter() - start, model_seconds, written)
 
 
 # ------------------------------------------------------------------------------------------- failures
@@ -258,8 +288,9 @@ def format_traceback(exc: BaseException) -> str:
 
 def _read_or_skip(job: Job, settings: Settings) -> _Read:
     """Reader thread: skip a file whose output appeared since planning (another run), else decode it."""
-    if not settings.replaces and job.dst.exists():
-        return _Read(job, outcome=Outcome(job.src, job.dst, "skipped", WRITTEN_BY_OTHER_RUN))
+    skipped = settings.existing(job, WRITTEN_BY_OTHER_RUN)
+    if skipped is not None:
+        return _Read(job, outcome=skipped)
     start = time.perf_counter()
     try:
         photo = read_stage(job, settings)
@@ -268,11 +299,11 @@ def _read_or_skip(job: Job, settings: Settings) -> _Read:
     return _Read(job, photo, time.perf_counter() - start)
 
 
-def _write(job: Job, photo: Photo, out: np.ndarray, settings: Settings, seconds: float, model_seconds: float) -> Outcome:
+def _write(job: Job, photo: Photo, result: Result, settings: Settings, seconds: float, model_seconds: float) -> Outcome:
     """Writer thread: the write stage, timed; exceptions travel in the future to the calling thread."""
     start = time.perf_counter()
-    written = write_stage(job, photo, out, settings)
-    return _done(job, photo, seconds + time.perf_counter() - start, model_seconds, written)
+    written = write_stage(job, photo, result, settings)
+    return _done(job, photo, result, seconds + time.perf_counter() - start, model_seconds, written)
 
 
 class _Stop(Exception):
@@ -281,7 +312,7 @@ class _Stop(Exception):
 
 def run_jobs(
     jobs: Sequence[Job],
-    model: nn.Module,
+    session: Session,
     settings: Settings,
     *,
     on_result: Callable[[int, Outcome], None],
@@ -300,13 +331,13 @@ def run_jobs(
     "completed" otherwise.
     """
     if not overlap_io:
-        return _run_sequential(jobs, model, settings, on_result, on_start, progress)
-    return _Pipeline(jobs, model, settings, on_result, on_start, progress).run()
+        return _run_sequential(jobs, session, settings, on_result, on_start, progress)
+    return _Pipeline(jobs, session, settings, on_result, on_start, progress).run()
 
 
 def _run_sequential(
     jobs: Sequence[Job],
-    model: nn.Module,
+    session: Session,
     settings: Settings,
     on_result: Callable[[int, Outcome], None],
     on_start: Callable[[Job], None] | None,
@@ -316,13 +347,14 @@ def _run_sequential(
 
     try:
         for index, job in enumerate(jobs):
-            if not settings.replaces and job.dst.exists():
-                on_result(index, Outcome(job.src, job.dst, "skipped", WRITTEN_BY_OTHER_RUN))
+            skipped = settings.existing(job, WRITTEN_BY_OTHER_RUN)
+            if skipped is not None:
+                on_result(index, skipped)
                 continue
             if on_start is not None:
                 on_start(job)
             try:
-                outcome = process(job, model, settings, progress)
+                outcome = process(job, session, settings, progress)
             except DiskFullError as exc:
                 on_result(index, Outcome(job.src, job.dst, "failed", str(exc), exception=exc))
                 return "disk_full"
@@ -345,13 +377,13 @@ class _Pipeline:
     def __init__(
         self,
         jobs: Sequence[Job],
-        model: nn.Module,
+        session: Session,
         settings: Settings,
         on_result: Callable[[int, Outcome], None],
         on_start: Callable[[Job], None] | None,
         progress: ProgressFn | None,
     ) -> None:
-        self.jobs, self.model, self.settings = jobs, model, settings
+        self.jobs, self.session, self.settings = jobs, session, settings
         self.on_result, self.on_start, self.progress = on_result, on_start, progress
         self.pending: deque[tuple[int, Outcome | Future[Outcome]]] = deque()
         self.writing: Future[Outcome] | None = None
@@ -395,7 +427,7 @@ class _Pipeline:
                 self.on_start(job)
             start = time.perf_counter()
             try:
-                out = model_stage(read.photo, self.model, self.settings, self.progress)
+                result = model_stage(read.photo, self.session, self.progress)
             except Exception as exc:  # noqa: BLE001 - a model failure is this file's failure
                 self.pending.append((index, failure_outcome(job, exc, self.settings)))
                 self._flush()
@@ -405,10 +437,10 @@ class _Pipeline:
                 self.writing.exception()  # one write at a time: the model waits rather than piling up photos
                 self._flush()
             self.writing = self.writer.submit(
-                _write, job, read.photo, out, self.settings, read.seconds + model_seconds, model_seconds
+                _write, job, read.photo, result, self.settings, read.seconds + model_seconds, model_seconds
             )
             self.pending.append((index, self.writing))
-            del read, out  # the writer holds the only references now
+            del read, result  # the writer holds the only references now
             self._flush()
         self._flush(final=True)
 

@@ -126,7 +126,7 @@ def run_families(args: argparse.Namespace, blocks: dict[str, Any], sections: lis
             continue
         start = time.perf_counter()
         report = evaluate(
-            root, model_name=args.model, weights=args.weights, lpips_net=args.lpips_net, device=args.device,
+            root, method=args.method, model_name=args.model, weights=args.weights, lpips_net=args.lpips_net, device=args.device,
             max_shift=HELDOUT_MAX_SHIFT if family == "heldout" else 0, limit=args.limit,
         )
         blocks[family] = to_json(report)
@@ -234,24 +234,21 @@ def run_real_blur(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str 
         return None, None
     import torch
 
-    from deblurcli.devices import resolve_device, resolve_precision
-    from deblurcli.engine import deblur_array
     from deblurcli.photo import atomic_write_bytes, read_photo
-    from deblurcli.weights import load_generator
+    from deblurcli.session import Session
 
     photos = sorted(p for p in args.real_blur.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
     showcase = set(args.showcase or SHOWCASE)
     if args.real_limit:  # a quick look: the showcase photos first
         photos = sorted(photos, key=lambda p: (p.stem not in showcase, p.name))[: args.real_limit]
-    device = resolve_device(args.device)
-    dtype = resolve_precision("auto", device)
-    model = load_generator(args.model, args.weights)
+    session = Session(args.method, model=args.model, weights=args.weights, device=args.device)
+    device = session.device
     name = args.weights.stem if args.weights is not None else (args.model or "default model")
     rows: list[dict[str, Any]] = []
     for path in photos:
         inp = np.asarray(read_photo(path).rgb, dtype=np.float32)
         start = time.perf_counter()
-        out = deblur_array(model, inp, device=device, precision=dtype)
+        out = session.deblur(inp).rgb
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -328,6 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-real-blur", action="store_true", help="skip the real photos")
     parser.add_argument("--lpips-net", default="alex", choices=["alex", "vgg", "squeeze", "none"])
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--method", default="network", choices=["network", "auto", "kernel"],
+        help="what to evaluate (default network: these are the weights' figures; auto/kernel: the whole tool's)",
+    )
     args = parser.parse_args(argv)
 
     from deblurcli.errors import DeblurError

@@ -153,13 +153,13 @@ def test_default_model_is_loaded_once_and_follows_deblur_model(monkeypatch: pyte
 
     monkeypatch.setattr(weights, "load_generator", fake_load)
     image = np.full((4, 4, 3), 0.5, np.float32)
-    api._cached_model.cache_clear()
+    api._cached_session.cache_clear()
     try:
         for _ in range(2):
             assert (deblurcli.deblur_image(image) == 0.25).all()
         monkeypatch.setenv("DEBLUR_MODEL", "nafnet-gopro-w32")
         assert (deblurcli.deblur_image(image) == 0.125).all()  # the newly chosen model, not the cached one
     finally:
-        api._cached_model.cache_clear()
+        api._cached_session.cache_clear()
     assert calls == [("nafnet-s", None), ("nafnet-gopro-w32", None)]
     assert deblurcli.load_model is load_model

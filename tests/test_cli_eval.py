@@ -199,8 +199,9 @@ def test_tiny_model_through_weights(tmp_path: Path, dataset, bias: float) -> Non
     )
     assert result.exit_code == 0, result.output
     report = strict_json(tmp_path / "m.json")
-    assert report["source"] == {"weights": str(weights)}
+    assert report["source"] == {"method": "auto", "weights": str(weights)}
     for im in report["images"]:
+        assert im["method"] == "network"  # auto: photos under 64 px are too small for kernel estimation
         d = dataset[im["key"]]
         expected = np.round(np.clip(d["blur"] / 255.0 + bias, 0, 1) * 255).astype(np.uint8)
         assert np.array_equal(load(tmp_path / "saved" / f"{im['key']}.png"), expected)

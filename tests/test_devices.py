@@ -17,7 +17,7 @@ from deblurcli.devices import (
     resolve_precision,
     set_threads,
 )
-from deblurcli.errors import DeviceError
+from deblurcli.errors import DeviceError, OptionError
 
 CPU = torch.device("cpu")
 
@@ -109,7 +109,7 @@ def test_set_threads() -> None:
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    with pytest.raises(DeviceError, match="at least 1"):
+    with pytest.raises(OptionError, match="at least 1"):
         set_threads(0)
 
 

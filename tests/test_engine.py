@@ -10,18 +10,20 @@ import torch
 from torch import nn
 
 from deblurcli import engine
-from deblurcli.engine import (
-    apply_strength,
-    MAX_AUTO_TILE,
-    auto_plan,
-    check_tile,
-    deblur_array,
-    min_tile,
-)
+from deblurcli.engine import apply_strength, prepare_model
 from deblurcli.errors import DeblurError
 from deblurcli.models.nafnet import NAFNet
+from deblurcli.tiling import MAX_AUTO_TILE, auto_plan, check_tile, min_tile, plan_tiles
 
 CPU = torch.device("cpu")
+
+
+def deblur_array(
+    model: nn.Module, rgb: np.ndarray, *, tile: int | None = None, overlap: int = 32, batch_size: int | None = None, **kwargs: object
+) -> np.ndarray:
+    """The engine with a plan made the way a Session makes it (once per run; here once per call)."""
+    plan = plan_tiles(model, CPU, tile=tile, overlap=overlap, batch_size=batch_size)
+    return engine.deblur_array(model, rgb, plan=plan, **{"device": CPU, **kwargs})  # type: ignore[arg-type]
 
 
 class LocalConv(nn.Module):
@@ -214,11 +216,9 @@ def test_bf16_runs_close_to_fp32() -> None:
     assert np.abs(low - deblur_array(model, rgb, device=CPU, tile=0)).max() < 0.03
 
 
-def test_tiny_image_and_eval_mode_restored() -> None:
-    model = LocalConv().train()
-    out = deblur_array(model, _photo(5, 3), device=CPU)
+def test_tiny_image() -> None:
+    out = deblur_array(LocalConv().eval(), _photo(5, 3), device=CPU)
     assert out.shape == (5, 3, 3) and np.isfinite(out).all()
-    assert model.training
 
 
 def test_bad_arguments_are_deblur_errors() -> None:
@@ -290,13 +290,17 @@ class RecordsLayout(LocalConv):
         return super().forward(x)
 
 
-def test_cpu_runs_channels_last_and_gives_contiguous_weights_back() -> None:
-    model, rgb = RecordsLayout(), _photo(70, 90)
-    ref = deblur_array(LocalConv(), rgb, device=CPU, tile=48, overlap=8)
+def test_tiles_follow_the_weights_layout_set_once_by_prepare_model() -> None:
+    rgb = _photo(70, 90)
+    plain = RecordsLayout().eval()
+    ref = deblur_array(plain, rgb, device=CPU, tile=48, overlap=8)
+    assert plain.layouts and not any(plain.layouts)  # NCHW weights (a caller's own model): NCHW tiles, no conversion
+    assert all(p.is_contiguous() for p in plain.parameters())
+    model = prepare_model(RecordsLayout().train(), CPU)
+    assert not model.training
     out = deblur_array(model, rgb, device=CPU, tile=48, overlap=8)
     assert model.layouts and all(model.layouts)  # every batch arrived NHWC in memory
     assert np.allclose(out, ref, atol=1e-6)
-    assert all(p.is_contiguous() for p in model.parameters())
 
 
 def test_cuda_copies_go_through_pinned_memory(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,6 +34,7 @@ from deblurcli.runner import (
     process,
     run_jobs,
 )
+from deblurcli.session import Session
 
 WAIT = 20.0  # seconds an overlap test waits for the other thread before declaring there is no overlap
 
@@ -58,7 +59,12 @@ class Shade(nn.Module):
 
 
 def settings(**kwargs: object) -> Settings:
-    return Settings("cpu", torch.float32, **{"tile": 0, **kwargs})  # type: ignore[arg-type]
+    return Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def session(model: nn.Module, strength: float = 1.0) -> Session:
+    """The network alone, whole images, fp32: what these tests check is the runner around it."""
+    return Session("network", module=model, device="cpu", precision="fp32", tile=0, strength=strength)
 
 
 def folder(tmp_path: Path, n: int = 4) -> list[Job]:
@@ -80,9 +86,11 @@ def folder(tmp_path: Path, n: int = 4) -> list[Job]:
     return plan_jobs(inputs, tmp_path / "out")
 
 
-def run(jobs: list[Job], model: nn.Module, opts: Settings, *, overlap_io: bool = True) -> tuple[str, list[tuple[int, Outcome]]]:
+def run(
+    jobs: list[Job], model: nn.Module, opts: Settings, *, overlap_io: bool = True, strength: float = 1.0
+) -> tuple[str, list[tuple[int, Outcome]]]:
     results: list[tuple[int, Outcome]] = []
-    end = run_jobs(jobs, model, opts, on_result=lambda i, o: results.append((i, o)), overlap_io=overlap_io)
+    end = run_jobs(jobs, session(model, strength), opts, on_result=lambda i, o: results.append((i, o)), overlap_io=overlap_io)
     return end, results
 
 
@@ -92,19 +100,19 @@ def tree(root: Path) -> dict[str, bytes]:
 
 def test_overlapped_run_writes_the_same_bytes_as_the_sequential_one(tmp_path: Path) -> None:
     jobs = folder(tmp_path, 6)
-    end, results = run(jobs, Shade(), settings(compare=True, strength=0.7))
+    end, results = run(jobs, Shade(), settings(compare=True), strength=0.7)
     assert end == "completed" and [i for i, _ in results] == list(range(6))
     first = tree(tmp_path / "out")
     assert len(first) == 12  # 6 outputs + 6 compare strips
     for path in (tmp_path / "out").iterdir():
         path.unlink()
-    end, again = run(jobs, Shade(), settings(compare=True, strength=0.7), overlap_io=False)
+    end, again = run(jobs, Shade(), settings(compare=True), overlap_io=False, strength=0.7)
     assert end == "completed" and tree(tmp_path / "out") == first
     strip = lambda o: {**o.as_dict(), "seconds": 0, "model_seconds": 0}
     assert [strip(o) for _, o in results] == [strip(o) for _, o in again]
     # and both equal one photo processed on its own with process()
     single = Job(jobs[0].src, tmp_path / "single" / jobs[0].dst.name, jobs[0].rel)
-    outcome = process(single, Shade(), settings(compare=True, strength=0.7))
+    outcome = process(single, session(Shade(), 0.7), settings(compare=True))
     assert outcome.status == "done" and single.dst.read_bytes() == first[jobs[0].dst.name]
     with Image.open(single.dst) as im:  # metadata went through: orientation applied, EXIF kept
         assert im.getexif()[0x0112] == 1 and im.getexif()[0x010F] == "Test"

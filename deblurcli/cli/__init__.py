@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from deblurcli import __version__
+from deblurcli._version import __version__
 
 #: command name -> module under deblurcli.cli that defines a Click command called ``command``.
 COMMANDS = {

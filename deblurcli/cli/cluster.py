@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from deblurcli.cli.options import output_options, tiling_options
+from deblurcli.cli.options import method_options, output_options, tiling_options
 
 
 @click.command("cluster", context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,12 +26,14 @@ from deblurcli.cli.options import output_options, tiling_options
 @click.option("--actors", type=click.IntRange(min=1), help="Model copies working at once (default: one per GPU, else one per --cpus-per-actor CPUs).")
 @click.option("--cpus-per-actor", type=click.FloatRange(min=0.5), help="CPUs each model copy reserves and uses as torch threads (default 2 with GPUs, else up to 4).")
 @click.option("--gpus-per-actor", type=click.FloatRange(min=0.0), help="GPUs each model copy reserves (default 1 when the cluster has GPUs, else 0).")
+@method_options
 @click.option("--model", "model_name", metavar="NAME", help="Catalogue model (default: the bundled default).")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Weights file (on a file system every node sees).")
 @tiling_options
 @click.option("--device", default="auto", show_default=True, help="Device on each worker: auto, cpu, cuda, cuda:N.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="Compute precision.")
 @output_options
+@click.option("--save-kernel", is_flag=True, help="Also write NAME_kernel.png: the blur kernel that was estimated (or given).")
 @click.option("--allow-huge", is_flag=True, help="Read images above the decompression-bomb limit.")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality of the outputs.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout (the result table).")
@@ -46,6 +48,9 @@ def command(
     actors: int | None,
     cpus_per_actor: float | None,
     gpus_per_actor: float | None,
+    method: str,
+    kernel: Path | None,
+    kernel_size: int,
     model_name: str | None,
     weights: Path | None,
     tile: int | None,
@@ -55,6 +60,7 @@ def command(
     strength: float,
     compare: bool,
     overwrite: bool,
+    save_kernel: bool,
     allow_huge: bool,
     quality: int,
     as_json: bool,
@@ -71,6 +77,7 @@ def command(
     """
     from deblurcli.batch import PlanError
     from deblurcli.cli.deblur import Reporter, summary_line
+    from deblurcli.cli.errors import setup_error
     from deblurcli.errors import DeblurError
     from deblurcli.ray import ClusterOptions, deblur_paths, import_ray
 
@@ -83,16 +90,18 @@ def command(
     started = time.perf_counter()
     try:
         outcomes = deblur_paths(
-            inputs, output, recursive=recursive, model=model_name, weights=weights, device=device,
-            precision=precision, tile=tile, overlap=overlap, strength=strength, compare=compare,
-            overwrite=overwrite, allow_huge=allow_huge, quality=quality, address=address,
+            inputs, output, recursive=recursive, method=method, model=model_name, weights=weights, kernel=kernel,
+            kernel_size=kernel_size, device=device, precision=precision, tile=tile, overlap=overlap,
+            strength=strength, compare=compare, save_kernel=save_kernel, overwrite=overwrite,
+            allow_huge=allow_huge, quality=quality, address=address,
             cluster=ClusterOptions(actors, cpus_per_actor, gpus_per_actor),
         )
     except PlanError as exc:
         raise click.UsageError(str(exc)) from None
     except DeblurError as exc:
-        reporter.general_error(str(exc))
-        ctx.exit(1)
+        line, code = setup_error(exc, model_label=str(weights) if weights is not None else model_name and f"--model {model_name}")
+        reporter.general_error(line)
+        ctx.exit(code)
     if not outcomes:
         reporter.note(f"no photos found in {', '.join(map(str, inputs))}")
         ctx.exit(0)

@@ -34,15 +34,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from deblurcli.cli.options import output_options, tiling_options
+from deblurcli.cli.options import device_options, method_options, output_options, tiling_options
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
-    from torch import nn
 
     from deblurcli.batch import Job
     from deblurcli.runner import Outcome, Settings
+    from deblurcli.session import Session
 
 #: Most finished files listed one by one after Ctrl-C (the rest are counted).
 MAX_LISTED = 50
@@ -185,7 +185,7 @@ class _LogToReporter(logging.Handler):
             self.reporter.info(record.getMessage())
 
 
-def run_jobs(jobs: list[Job], model: nn.Module, settings: Settings, reporter: Reporter, current: list[str]) -> tuple[list[Outcome], bool]:
+def run_jobs(jobs: list[Job], session: Session, settings: Settings, reporter: Reporter, current: list[str]) -> tuple[list[Outcome], bool]:
     """Process every job through the library runner, reporting each result as it comes (in input order).
 
     Returns the outcomes and whether Ctrl-C cut the run short. A full disk stops the batch: the file that
@@ -208,13 +208,15 @@ def run_jobs(jobs: list[Job], model: nn.Module, settings: Settings, reporter: Re
                 reporter.info(format_traceback(outcome.exception))
         for warning in outcome.warnings:
             reporter.warning(outcome.input, warning)
+        if outcome.method is not None:
+            reporter.info(f"{outcome.input}: {describe_method(outcome)}")
         outcomes.append(outcome)
         reporter.result(outcome)
         reporter.file_finished()
 
     reporter.start(len(jobs))
     try:
-        end = run(jobs, model, settings, on_result=finished, on_start=started, progress=reporter.tiles)
+        end = run(jobs, session, settings, on_result=finished, on_start=started, progress=reporter.tiles)
     finally:
         reporter.stop()
         current.clear()
@@ -261,105 +263,46 @@ def summary_line(outcomes: list[Outcome], problems: int, seconds: float) -> str:
     return f"done {len(done)}, skipped {skipped}, failed {failed} in {seconds:.1f} s{rate}"
 
 
-def _load(model_name: str | None, weights: Path | None, device_spec: str, precision_spec: str, threads: int | None, reporter: Reporter) -> tuple[nn.Module, Any, Any]:
-    """Device, precision and the model, once for the whole run."""
-    from deblurcli.api import load_model
-    from deblurcli.devices import keep_host_memory, resolve_device, resolve_precision, set_threads
+def describe_method(outcome: Outcome) -> str:
+    """``-v``'s line per photo: which method ran, with the kernel's size and the estimator's confidence."""
+    text = f"method {outcome.method}"
+    if outcome.kernel_size is not None:
+        text += f", kernel {outcome.kernel_size} px"
+    if outcome.confidence is not None:
+        text += f", confidence {outcome.confidence:.2f}"
+    return text
 
-    if threads is not None:
-        set_threads(threads)
+
+def open_session(options: dict[str, Any], reporter: Reporter) -> Session:
+    """The run's Session (device, precision, method, model, tile plan: once); a failure is one line and exit."""
+    from deblurcli.cli.errors import setup_error
+    from deblurcli.devices import keep_host_memory
+    from deblurcli.errors import DeblurError
+    from deblurcli.session import Session
+
     keep_host_memory()
-    device = resolve_device(device_spec)
-    precision = resolve_precision(precision_spec, device, inference=True)
     started = time.perf_counter()
-    from deblurcli.weights import default_model_name
+    try:
+        session = Session(**options)
+    except DeblurError as exc:
+        label = str(options["weights"]) if options.get("weights") is not None else options.get("model") and f"--model {options['model']}"
+        line, code = setup_error(exc, model_label=label or None)
+        reporter.general_error(line)
+        raise click.exceptions.Exit(code) from None
+    except KeyboardInterrupt:
+        reporter.interrupted("interrupted before any photo was processed")
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+    reporter.info(f"{session.describe()}; ready in {time.perf_counter() - started:.1f} s")
+    return session
 
-    # Resolved here rather than inside load_model so that -v names the model $DEBLUR_MODEL or the catalogue picked.
-    name = model_name if model_name is not None or weights is not None else default_model_name()
-    model = load_model(name, weights, str(device))
-    what = str(weights) if weights is not None else name
-    reporter.info(
-        f"model {what} ({type(model).__name__}) loaded in {time.perf_counter() - started:.1f} s; device {device}"
-        f"{' (auto)' if device_spec == 'auto' else ''}, precision {str(precision).replace('torch.', '')}"
-    )
-    return model, device, precision
 
-
-@click.command("deblur", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (one photo) or folder (keeps input names; default: NAME_deblurred beside each input).")
-@click.option("-r", "--recursive", is_flag=True, help="Go into sub-folders; the tree is mirrored under the output folder.")
-@click.option("--model", "model_name", metavar="NAME", help="Catalogue model (see 'deblur models'; default: the bundled default).")
-@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Weights file to use instead of a catalogue model.")
-@tiling_options
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps (an absent device is an error).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="Compute precision (auto: bf16 on CPUs with native bf16, else fp32; bf16/fp16 on GPU).")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: PyTorch's choice).")
-@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model: faster on long GPU runs; compiling takes minutes on a CPU.")
-@output_options
-@click.option("--in-place", is_flag=True, help="Replace the input files themselves.")
-@click.option("--dry-run", is_flag=True, help="List what would be written, write nothing.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress, summary or warnings; errors only.")
-@click.option("-v", "--verbose", is_flag=True, help="Say which device, precision and model were picked, and more.")
-@click.option("--allow-huge", is_flag=True, help="Read images above the decompression-bomb limit (if memory allows).")
-@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality of the outputs.")
-@click.option("--shard", metavar="I/N", callback=parse_shard_option, help="Process only shard I of N (1-based; e.g. a job array's task): a fixed share of the photos, chosen by a hash of each one's relative path.")
-@click.pass_context
-def command(
-    ctx: click.Context,
-    paths: tuple[Path, ...],
-    output: Path | None,
-    recursive: bool,
-    model_name: str | None,
-    weights: Path | None,
-    tile: int | None,
-    overlap: int,
-    device: str,
-    precision: str,
-    threads: int | None,
-    compile_model: bool,
-    strength: float,
-    compare: bool,
-    overwrite: bool,
-    in_place: bool,
-    dry_run: bool,
-    as_json: bool,
-    quiet: bool,
-    verbose: bool,
-    allow_huge: bool,
-    quality: int,
-    shard: tuple[int, int] | None,
-) -> None:
-    """Remove motion blur from photos and folders of photos.
-
-    \b
-      deblur photo.jpg -o sharp.jpg        one photo (EXIF, ICC and bit depth kept)
-      deblur photo.jpg                     writes photo_deblurred.jpg beside it
-      deblur dir/ --recursive -o out/      mirrors the tree under out/
-      deblur a.jpg b.png c.tif -o out/     several files into a folder
-      deblur dir/ -r -o out/ --shard 2/4   the second quarter (one task of a job array)
-
-    Existing outputs are skipped unless --overwrite, so re-running an interrupted command finishes the
-    rest. Exit codes: 0 all done, 1 some files failed, 2 usage error, 130 interrupted.
-    """
-    from deblurcli.batch import PlanError, find_inputs, plan_jobs
+def plan(paths: tuple[Path, ...], output: Path | None, *, recursive: bool, in_place: bool, shard: tuple[int, int] | None, reporter: Reporter) -> tuple[list[Job], int]:
+    """Inputs found, outputs named and this task's shard taken: (jobs, number of inputs that are problems)."""
+    from deblurcli.batch import PlanError, find_inputs, output_is_file, plan_jobs
     from deblurcli.batch import shard as shard_of
-    from deblurcli.errors import DeblurError, DeviceError
-    from deblurcli.photo import WRITABLE_SUFFIXES, remove_stale_temp_files
-    from deblurcli.runner import Outcome, Settings, compare_path
+    from deblurcli.runner import Outcome
 
-    if not paths:
-        raise click.UsageError("give at least one photo or folder")
-    if in_place and output is not None:
-        raise click.UsageError("--in-place writes over the inputs, so it cannot be combined with -o")
-    if quiet and verbose:
-        raise click.UsageError("-q/--quiet and -v/--verbose contradict each other")
-
-    started = time.perf_counter()
-    reporter = Reporter(quiet=quiet, verbose=verbose, as_json=as_json)
-    output_is_file = output is not None and output.suffix.lower() in WRITABLE_SUFFIXES and not output.is_dir()
-    exclude = [output] if output is not None and not output_is_file else []
+    exclude = [output] if output is not None and not output_is_file(output) else []
     inputs, problems = find_inputs(paths, recursive=recursive, exclude=exclude)
     for path, reason in problems:
         reporter.error(path, reason)
@@ -370,102 +313,141 @@ def command(
         raise click.UsageError(str(exc)) from None
     if not jobs:
         reporter.note(f"no photos found in {', '.join(map(str, paths))}")
-        ctx.exit(1 if problems else 0)
-    if shard is not None:
+    elif shard is not None:
         index, count = shard
         total = len(jobs)
         jobs = shard_of(jobs, index, count)
         reporter.info(f"shard {index}/{count}: {_count(len(jobs), 'photo')} of {total}")
         if not jobs:
             reporter.note(f"shard {index}/{count} has no photos (the {total} found all fall in other shards)")
-            ctx.exit(1 if problems else 0)
+    return jobs, len(problems)
 
-    if dry_run:
-        for job in jobs:
-            exists = job.dst.exists() and not (overwrite or in_place)
-            outcome = Outcome(job.src, job.dst, "skipped" if exists else "planned", "output exists" if exists else None)
-            outcome.compare = compare_path(job.dst) if compare and not exists else None
-            if as_json:
-                reporter.result(outcome)
-            elif not quiet:
-                click.echo(_printable(f"{'skip (exists)' if exists else 'write'}: {job.src} -> {job.dst}", sys.stdout))
-        ctx.exit(1 if problems else 0)
+
+def dry_run_listing(jobs: list[Job], settings: Settings, reporter: Reporter) -> None:
+    """``--dry-run``: what would be written or skipped, and nothing else."""
+    from deblurcli.runner import Outcome, compare_path
+
+    for job in jobs:
+        skipped = settings.existing(job, "output exists")
+        outcome = skipped or Outcome(job.src, job.dst, "planned")
+        outcome.compare = compare_path(job.dst) if settings.compare and skipped is None else None
+        if reporter.as_json:
+            reporter.result(outcome)
+        elif not reporter.quiet:
+            click.echo(_printable(f"{'skip (exists)' if skipped else 'write'}: {job.src} -> {job.dst}", sys.stdout))
+
+
+def deblur_jobs(jobs: list[Job], session_options: dict[str, Any], settings: Settings, reporter: Reporter) -> tuple[list[Outcome], int, bool]:
+    """Skip existing outputs, then run the rest through one Session: (outcomes, photos left unfinished by
+    Ctrl-C, interrupted)."""
+    from deblurcli.photo import remove_stale_temp_files
 
     for folder in sorted({job.dst.parent for job in jobs}):
         # leftovers of a run killed outright (SIGKILL, power loss); live writes of another run are kept
         for leftover in remove_stale_temp_files(folder):
             reporter.info(f"removed {leftover}, left by an earlier run that was killed mid-write")
-
+    outcomes: list[Outcome] = []
     todo: list[Job] = []
-    skipped: list[Outcome] = []
     for job in jobs:
-        if overwrite or in_place or not job.dst.exists():
+        skipped = settings.existing(job)
+        if skipped is None:
             todo.append(job)
         else:
-            skipped.append(Outcome(job.src, job.dst, "skipped", "output exists"))
-    for outcome in skipped:
-        reporter.result(outcome)
-    if skipped:
-        reporter.info(f"{len(skipped)} outputs exist and are skipped (--overwrite replaces them)")
+            outcomes.append(skipped)
+            reporter.result(skipped)
+    if len(outcomes):
+        reporter.info(f"{len(outcomes)} outputs exist and are skipped (--overwrite replaces them)")
+    if not todo:
+        return outcomes, 0, False
+    session = open_session(session_options, reporter)
+    current: list[str] = []
+    handler = _LogToReporter(reporter, current)
+    library_log = logging.getLogger("deblurcli")
+    level = library_log.level
+    library_log.addHandler(handler)
+    library_log.setLevel(handler.level)
+    try:
+        with _sigterm_as_ctrl_c():
+            done, interrupted = run_jobs(todo, session, settings, reporter, current)
+    finally:
+        library_log.removeHandler(handler)
+        library_log.setLevel(level)
+    return outcomes + done, len(todo) - len(done), interrupted
 
-    outcomes: list[Outcome] = list(skipped)
-    interrupted = False
-    if todo:
-        try:
-            model, dev, dtype = _load(model_name, weights, device, precision, threads, reporter)
-        except DeviceError as exc:
-            reporter.error("--device" if "device" in str(exc) else "--precision", str(exc))
-            ctx.exit(2)
-        except DeblurError as exc:
-            if weights is None and model_name is None:  # the message names the default model or $DEBLUR_MODEL
-                reporter.general_error(str(exc))
-            else:
-                reporter.error(weights if weights is not None else f"--model {model_name}", str(exc))
-            ctx.exit(1)
-        except KeyboardInterrupt:
-            reporter.interrupted("interrupted before any photo was processed")
-            ctx.exit(EXIT_INTERRUPTED)
-        from deblurcli.engine import auto_plan, check_tile
 
-        try:
-            check_tile(model, tile, overlap)
-        except DeblurError as exc:
-            raise click.UsageError(str(exc)) from None
-        batch_size = None
-        if tile is None:  # planned once per run: the probe behind it costs a forward pass
-            tile, batch_size = auto_plan(model, dev, overlap)
-            reporter.info(f"tiles of {tile} px (auto), {batch_size} per batch")
-        settings = Settings(
-            dev, dtype, tile, batch_size, overlap, strength, compare, overwrite, in_place, allow_huge, quality,
-            compile=compile_model,
-        )
-        current: list[str] = []
-        handler = _LogToReporter(reporter, current)
-        library_log = logging.getLogger("deblurcli")
-        level = library_log.level
-        library_log.addHandler(handler)
-        library_log.setLevel(handler.level)
-        try:
-            with _sigterm_as_ctrl_c():
-                done, interrupted = run_jobs(todo, model, settings, reporter, current)
-        finally:
-            library_log.removeHandler(handler)
-            library_log.setLevel(level)
-        outcomes += done
+def report_interrupted(outcomes: list[Outcome], left: int, reporter: Reporter) -> None:
+    """After Ctrl-C: what is complete (said even with -q: the user needs to know) and how to finish."""
+    finished = [o for o in outcomes if o.status == "done"]
+    reporter.interrupted(
+        f"interrupted: {_count(len(finished), 'photo')} finished (their outputs are complete), {left} not "
+        "finished (no partial files); run the same command again to do the rest"
+    )
+    for outcome in finished[:MAX_LISTED]:
+        reporter.interrupted(f"finished: {outcome.input} -> {outcome.output}")
+    if len(finished) > MAX_LISTED:
+        reporter.interrupted(f"... and {len(finished) - MAX_LISTED} more")
 
+
+@click.command("deblur", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (one photo) or folder (keeps input names; default: NAME_deblurred beside each input).")
+@click.option("-r", "--recursive", is_flag=True, help="Go into sub-folders; the tree is mirrored under the output folder.")
+@method_options
+@click.option("--model", "model_name", metavar="NAME", help="Catalogue model (see 'deblur models'; default: the bundled default).")
+@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Weights file to use instead of a catalogue model.")
+@tiling_options
+@device_options
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model: faster on long GPU runs; compiling takes minutes on a CPU.")
+@output_options
+@click.option("--save-kernel", is_flag=True, help="Also write NAME_kernel.png: the blur kernel that was estimated (or given), scaled up.")
+@click.option("--in-place", is_flag=True, help="Replace the input files themselves.")
+@click.option("--dry-run", is_flag=True, help="List what would be written, write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout (with the method chosen, kernel size and confidence).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, summary or warnings; errors only.")
+@click.option("-v", "--verbose", is_flag=True, help="Say which device, precision, model and method were picked, and more.")
+@click.option("--allow-huge", is_flag=True, help="Read images above the decompression-bomb limit (if memory allows).")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality of the outputs.")
+@click.option("--shard", metavar="I/N", callback=parse_shard_option, help="Process only shard I of N (1-based; e.g. a job array's task): a fixed share of the photos, chosen by a hash of each one's relative path.")
+@click.pass_context
+def command(ctx: click.Context, paths: tuple[Path, ...], output: Path | None, recursive: bool, in_place: bool, dry_run: bool, as_json: bool, quiet: bool, verbose: bool, shard: tuple[int, int] | None, **options: Any) -> None:
+    """Remove blur from photos and folders of photos.
+
+    \b
+      deblur photo.jpg -o sharp.jpg        one photo (EXIF, ICC and bit depth kept)
+      deblur photo.jpg                     writes photo_deblurred.jpg beside it
+      deblur dir/ --recursive -o out/      mirrors the tree under out/
+      deblur a.jpg b.png c.tif -o out/     several files into a folder
+      deblur shaky.jpg --save-kernel -v    shows the camera-shake kernel it found
+      deblur dir/ -r -o out/ --shard 2/4   the second quarter (one task of a job array)
+
+    --method auto (the default) deconvolves camera shake with the kernel it estimates, uses the network for
+    other blur, and leaves sharp photos unchanged. Existing outputs are skipped unless --overwrite, so
+    re-running an interrupted command finishes the rest. Exit codes: 0 all done, 1 some files failed,
+    2 usage error, 130 interrupted.
+    """
+    from deblurcli.runner import Settings
+
+    if not paths:
+        raise click.UsageError("give at least one photo or folder")
+    if in_place and output is not None:
+        raise click.UsageError("--in-place writes over the inputs, so it cannot be combined with -o")
+    if quiet and verbose:
+        raise click.UsageError("-q/--quiet and -v/--verbose contradict each other")
+    started = time.perf_counter()
+    reporter = Reporter(quiet=quiet, verbose=verbose, as_json=as_json)
+    settings = Settings(
+        compare=options.pop("compare"), overwrite=options.pop("overwrite"), in_place=in_place,
+        allow_huge=options.pop("allow_huge"), quality=options.pop("quality"), save_kernel=options.pop("save_kernel"),
+    )
+    jobs, problems = plan(paths, output, recursive=recursive, in_place=in_place, shard=shard, reporter=reporter)
+    if not jobs or dry_run:
+        if dry_run:
+            dry_run_listing(jobs, settings, reporter)
+        ctx.exit(1 if problems else 0)
+    options["model"], options["compile"] = options.pop("model_name"), options.pop("compile_model")
+    outcomes, left, interrupted = deblur_jobs(jobs, options, settings, reporter)
     if interrupted:
-        finished = [o for o in outcomes if o.status == "done"]
-        left = len(todo) - len(done)
-        # Said even with -q: the user needs to know what is complete.
-        reporter.interrupted(
-            f"interrupted: {_count(len(finished), 'photo')} finished (their outputs are complete), {left} not "
-            "finished (no partial files); run the same command again to do the rest"
-        )
-        for outcome in finished[:MAX_LISTED]:
-            reporter.interrupted(f"finished: {outcome.input} -> {outcome.output}")
-        if len(finished) > MAX_LISTED:
-            reporter.interrupted(f"... and {len(finished) - MAX_LISTED} more")
+        report_interrupted(outcomes, left, reporter)
         ctx.exit(EXIT_INTERRUPTED)
-    reporter.note(summary_line(outcomes, len(problems), time.perf_counter() - started))
-    failed = bool(problems) or any(o.status == "failed" for o in outcomes)
-    ctx.exit(1 if failed else 0)
+    reporter.note(summary_line(outcomes, problems, time.perf_counter() - started))
+    ctx.exit(1 if problems or any(o.status == "failed" for o in outcomes) else 0)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from deblurcli.cli.options import parse_tile
+from deblurcli.cli.options import method_options, parse_tile
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,6 +51,8 @@ class ImageResult:
     input: dict[str, float | None]
     output: dict[str, float | None]
     gain: dict[str, float | None]
+    #: how the output was made (``auto`` reports its choice per image); None for existing outputs
+    method: str | None = None
 
 
 @dataclass
@@ -69,6 +71,7 @@ class Report:
 
 @click.command("eval")
 @click.option("--pairs", "pairs_dir", type=click.Path(path_type=Path, file_okay=False), help="Folder of blurry/sharp pairs (blur/ + sharp/, GoPro, or side-by-side).")
+@method_options
 @click.option("--model", "model_name", metavar="NAME", help="Catalogue model to evaluate (default: the default model; see 'deblur models').")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Weights file to evaluate instead of a catalogue model.")
 @click.option("--outputs", "outputs_dir", type=click.Path(path_type=Path, file_okay=False, exists=True), help="Score already-deblurred images DIR/<key>.<ext> instead of running a model.")
@@ -88,6 +91,9 @@ class Report:
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N pairs (sorted by name).")
 def command(
     pairs_dir: Path | None,
+    method: str,
+    kernel: Path | None,
+    kernel_size: int,
     model_name: str | None,
     weights: Path | None,
     outputs_dir: Path | None,
@@ -109,11 +115,13 @@ def command(
     """Score a model (or existing outputs) on blurry/sharp pairs: PSNR, SSIM, MS-SSIM, FSIM, VIF, LPIPS.
 
     \b
-      deblur eval --pairs testset/                      the default model
+      deblur eval --pairs testset/                      method auto, the default model
+      deblur eval --pairs testset/ --method kernel      kernel estimation + deconvolution only
       deblur eval --pairs GoPro/test --model NAME --json gopro.json
       deblur eval --pairs testset/ --outputs results/   someone else's outputs
       deblur eval --pairs heldout/ --max-shift 5        best over shifts of up to 5 px
     """
+    from deblurcli.cli.errors import setup_error
     from deblurcli.errors import DeblurError
 
     if pairs_dir is None and csv_pairs is None:
@@ -125,6 +133,9 @@ def command(
     try:
         report = evaluate(
             pairs_dir if pairs_dir is not None else Path("."),
+            method=method,
+            kernel=kernel,
+            kernel_size=kernel_size,
             model_name=model_name,
             weights=weights,
             outputs_dir=outputs_dir,
@@ -147,17 +158,31 @@ def command(
         if csv_path is not None:
             write_csv(report, csv_path)
     except DeblurError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from None
+        line, code = setup_error(exc, model_label=str(weights) if weights is not None else model_name and f"--model {model_name}")
+        click.echo(f"error: {line}", err=True)
+        raise SystemExit(code) from None
     if report.errors:
         raise SystemExit(1)
+
+
+@dataclass
+class _Scoring:
+    """What every pair is scored with: the metric function, the LPIPS backbone in use and the gaps found."""
+
+    score: Callable[..., dict[str, float | None]]
+    lpips_net: str | None
+    crop: int
+    gaps: dict[str, tuple[int, str]]
 
 
 def evaluate(
     root: Path,
     *,
+    method: str = "auto",
     model_name: str | None = None,
     weights: Path | None = None,
+    kernel: Path | None = None,
+    kernel_size: int = 35,
     outputs_dir: Path | None = None,
     side_by_side: bool = False,
     csv_pairs: Path | None = None,
@@ -177,36 +202,21 @@ def evaluate(
     from rich.progress import Progress
 
     from deblurcli import metrics
-    from deblurcli.devices import keep_host_memory, resolve_device, resolve_precision
-    from deblurcli.errors import DeblurError, PairsError
-    from deblurcli.pairs import find_pairs, index_images, load_pair
+    from deblurcli.devices import resolve_device
+    from deblurcli.errors import DeblurError
+    from deblurcli.pairs import find_pairs
 
     scan = find_pairs(root, side_by_side=side_by_side, csv=csv_pairs)
     pairs = scan.pairs[:limit] if limit else scan.pairs
     problems = list(scan.problems)
-
     dev = resolve_device(device)
-    run_model: Callable[[np.ndarray], np.ndarray] | None = None
-    outputs: dict[str, Path] = {}
     if outputs_dir is not None:
-        outputs = index_images(outputs_dir, problems)
-        source = {"outputs": str(outputs_dir)}
+        produce, source = _existing_outputs(outputs_dir, problems), {"outputs": str(outputs_dir)}
     else:
-        from deblurcli.engine import deblur_array
-        from deblurcli.weights import default_model_name, load_generator
-
-        keep_host_memory()
-        dtype = resolve_precision(precision, dev, inference=True)
-        model = load_generator(model_name, weights)  # once, for every pair
-        source = {"model": model_name or default_model_name()} if model_name or weights is None else {}
-        if weights is not None:
-            source["weights"] = str(weights)
-
-        def deblur(rgb: np.ndarray) -> np.ndarray:
-            return deblur_array(model, rgb, device=dev, precision=dtype, tile=tile)
-
-        run_model = deblur
-
+        produce, source = _session_outputs(
+            method=method, model=model_name, weights=weights, kernel=kernel, kernel_size=kernel_size, device=device,
+            precision=precision, tile=tile,
+        )
     for line in problems[:10]:
         click.echo(f"warning: {line}", err=True)
     if len(problems) > 10:
@@ -215,71 +225,120 @@ def evaluate(
     lpips_model, lpips_note = metrics.make_lpips(lpips_net)
     if lpips_model is not None:
         lpips_model = lpips_model.to(dev)
-    notes = [lpips_note] if lpips_note else []
-    gaps: dict[str, tuple[int, str]] = {}
+    scoring = _Scoring(
+        functools.partial(
+            metrics.image_metrics, crop_border=crop_border, y_channel=y_channel, lpips_model=lpips_model, device=dev,
+            max_shift=max_shift,
+        ),
+        lpips_net if lpips_model is not None else None, crop_border + max_shift, {},
+    )
     results: list[ImageResult] = []
     errors: list[str] = []
-    score = functools.partial(
-        metrics.image_metrics, crop_border=crop_border, y_channel=y_channel, lpips_model=lpips_model, device=dev,
-        max_shift=max_shift,
-    )
-
     with Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("scoring", total=len(pairs))
         for pair in pairs:
             progress.update(task, description=pair.key)
             try:
-                blur, sharp = load_pair(pair)
-                if run_model is not None:
-                    out = run_model(blur)
-                else:
-                    out = _read_output(outputs, outputs_dir, pair, sharp.shape)  # type: ignore[arg-type]
-                out = metrics.quantize8(out)
-                try:
-                    scored_in, scored_out = score(blur, sharp), score(out, sharp)
-                except DeblurError as exc:
-                    raise PairsError(f"{pair.blur}: {exc}") from None
-                h, w = (n - 2 * (crop_border + max_shift) for n in sharp.shape[:2])
-                for key, reason in metrics.unavailable(h, w, lpips_net if lpips_model is not None else None).items():
-                    count, first = gaps.get(key, (0, reason))
-                    gaps[key] = (count + 1, first)
-                if save_outputs is not None:
-                    _write_png(save_outputs / f"{pair.key}.png", out)
-                if compare_dir is not None:
-                    strip = compare_strip(blur, out, sharp, scored_in["psnr"], scored_out["psnr"])
-                    _write_png(compare_dir / f"{pair.key}.png", strip)
-                results.append(
-                    ImageResult(pair, w, h, scored_in, scored_out, metrics.gain(scored_out, scored_in))
-                )
+                results.append(_score_pair(pair, produce, scoring, save_outputs, compare_dir))
             except DeblurError as exc:
                 errors.append(str(exc))
                 click.echo(f"error: {exc}", err=True)
             progress.advance(task)
-
-    notes += [
-        f"{metrics.LABELS[key]} n/a for {count} of {len(results)} image(s): {first}"
-        for key, (count, first) in sorted(gaps.items(), key=lambda item: metrics.METRICS.index(item[0]))
-    ]
-    mean_in = metrics.mean_metrics(r.input for r in results)
-    mean_out = metrics.mean_metrics(r.output for r in results)
     settings = {
         "channel": "y" if y_channel else "rgb",
         "crop_border": crop_border,
         "max_shift": max_shift,
         "quantized": "8-bit",
         "ssim": "11x11 Gaussian window, sigma 1.5, no downsampling",
-        "lpips_net": lpips_net if lpips_model is not None else None,
+        "lpips_net": scoring.lpips_net,
         "psnr_null_means": "identical images (infinite PSNR)",
     }
+    return _report(csv_pairs if csv_pairs is not None else root, source, settings, results, problems, errors, scoring, lpips_note)
+
+
+#: Makes the output for a pair: (pixels, the method that made them or None for existing outputs).
+Produce = Callable[["Pair", "np.ndarray", "np.ndarray"], tuple["np.ndarray", "str | None"]]
+
+
+def _session_outputs(**options: Any) -> tuple[Produce, dict[str, str]]:
+    """Outputs made by one Session (built once for every pair), and how the report names their source."""
+    from deblurcli.devices import keep_host_memory
+    from deblurcli.session import Session
+    from deblurcli.weights import default_model_name
+
+    keep_host_memory()
+    session = Session(**options)
+    source = {"method": str(options["method"])}
+    if session.model is not None:
+        if options["model"] or options["weights"] is None:
+            source["model"] = options["model"] or default_model_name()
+        if options["weights"] is not None:
+            source["weights"] = str(options["weights"])
+
+    def produce(_pair: Pair, blur: np.ndarray, _sharp: np.ndarray) -> tuple[np.ndarray, str | None]:
+        result = session.deblur(blur)
+        return result.rgb, result.method
+
+    return produce, source
+
+
+def _existing_outputs(outputs_dir: Path, problems: list[str]) -> Produce:
+    """Outputs read from ``outputs_dir/<key>.<ext>`` (someone else's method)."""
+    from deblurcli.pairs import index_images
+
+    outputs = index_images(outputs_dir, problems)
+
+    def produce(pair: Pair, _blur: np.ndarray, sharp: np.ndarray) -> tuple[np.ndarray, str | None]:
+        return _read_output(outputs, outputs_dir, pair, sharp.shape), None
+
+    return produce
+
+
+def _score_pair(pair: Pair, produce: Produce, scoring: _Scoring, save_outputs: Path | None, compare_dir: Path | None) -> ImageResult:
+    """One pair: its output made (or read), quantised as saved, and it and the blurry input scored."""
+    from deblurcli import metrics
+    from deblurcli.errors import DeblurError, PairsError
+    from deblurcli.pairs import load_pair
+
+    blur, sharp = load_pair(pair)
+    out, method = produce(pair, blur, sharp)
+    out = metrics.quantize8(out)
+    try:
+        scored_in, scored_out = scoring.score(blur, sharp), scoring.score(out, sharp)
+    except DeblurError as exc:
+        raise PairsError(f"{pair.blur}: {exc}") from None
+    h, w = (n - 2 * scoring.crop for n in sharp.shape[:2])
+    for key, reason in metrics.unavailable(h, w, scoring.lpips_net).items():
+        count, first = scoring.gaps.get(key, (0, reason))
+        scoring.gaps[key] = (count + 1, first)
+    if save_outputs is not None:
+        _write_png(save_outputs / f"{pair.key}.png", out)
+    if compare_dir is not None:
+        _write_png(compare_dir / f"{pair.key}.png", compare_strip(blur, out, sharp, scored_in["psnr"], scored_out["psnr"]))
+    return ImageResult(pair, w, h, scored_in, scored_out, metrics.gain(scored_out, scored_in), method)
+
+
+def _report(
+    root: Path, source: dict[str, str], settings: dict[str, Any], results: list[ImageResult], problems: list[str],
+    errors: list[str], scoring: _Scoring, lpips_note: str | None,
+) -> Report:
+    from deblurcli import metrics
+
+    notes = [lpips_note] if lpips_note else []
+    notes += [
+        f"{metrics.LABELS[key]} n/a for {count} of {len(results)} image(s): {first}"
+        for key, (count, first) in sorted(scoring.gaps.items(), key=lambda item: metrics.METRICS.index(item[0]))
+    ]
+    methods = [r.method for r in results if r.method is not None]
+    if methods and source.get("method") == "auto":
+        counts = ", ".join(f"{name} {methods.count(name)}" for name in sorted(set(methods)))
+        notes.append(f"auto chose: {counts}")
+    mean_in = metrics.mean_metrics(r.input for r in results)
+    mean_out = metrics.mean_metrics(r.output for r in results)
     return Report(
-        root=str(csv_pairs if csv_pairs is not None else root),
-        source=source,
-        settings=settings,
-        images=results,
+        root=str(root), source=source, settings=settings, images=results,
         mean={"input": mean_in, "output": mean_out, "gain": metrics.gain(mean_out, mean_in)},
-        notes=notes,
-        problems=problems,
-        errors=errors,
+        notes=notes, problems=problems, errors=errors,
     )
 
 
@@ -428,6 +487,7 @@ def to_json(report: Report) -> dict[str, Any]:
                 "side_by_side": r.pair.side_by_side,
                 "width": r.width,
                 "height": r.height,
+                "method": r.method,
                 **{scope: block(getattr(r, scope)) for scope in SCOPES},
             }
             for r in report.images

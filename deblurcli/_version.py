@@ -1,0 +1,3 @@
+"""The package version, in a module of its own so that any submodule can name it without importing the package's public API."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,65 @@
+"""How deblurcli decides, per photo, between deconvolving with the estimated kernel and the network.
+
+A pure function of the kernel estimate (:mod:`deblurcli.kernel.estimate`), so the rule can be read, tested
+and documented in one place (docs/how_deblurcli_decides.md explains it for users):
+
+1. **Sharp** -- the estimate is a near-delta (most of its mass in one 3x3 window): the photo is returned
+   unchanged, bit for bit. Deconvolving a sharp photo with a near-delta kernel over-sharpens it and
+   shifts it by half a pixel (23.7-34.0 dB from the input, KERNEL_PATH.md); the network alters it too.
+2. **Camera shake** -- the estimator is confident (its re-blur residual matches the noise, the kernel is
+   compact and the same across kernel sizes and regions): deconvolve. This is where physics beats the
+   learned model (+6 dB with a good kernel against ~0 dB for the network on recorded shake).
+3. **Anything else** -- an unconfident estimate means the blur is not one kernel (moving objects,
+   spatially varying shake, defocus) or the photo gives the estimator too little to work with (flat,
+   tiny, noise): the network, which never makes such photos worse by deconvolving with a wrong kernel.
+
+``--method kernel`` skips step 3's fallback (the user asked for deconvolution: an unconfident estimate is
+still used, with a note) but keeps the sharp-photo gate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from deblurcli.kernel.estimate import KernelEstimate
+
+#: ``--method`` choices, in the order the CLI lists them.
+METHODS: tuple[str, ...] = ("auto", "network", "kernel")
+#: Confidence at which auto trusts the kernel (the estimator calibrates its score so that >= 0.5 means
+#: "deconvolving with it is expected to help").
+MIN_CONFIDENCE = 0.5
+#: Below this side (px) the estimator has too little to go on; auto uses the network.
+MIN_SIDE = 64
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What to run on one photo and the one-line reason (shown with ``-v`` and in ``--json`` notes)."""
+
+    method: Literal["kernel", "network", "unchanged"]
+    reason: str
+
+
+def without_estimate(*, method: str, photo_shape: tuple[int, int], has_network: bool) -> Choice | None:
+    """The choice that needs no kernel estimate, if any: auto sends photos too small to estimate on to the
+    network at once (the estimate would be noise, and would cost time)."""
+    if method == "auto" and min(photo_shape) < MIN_SIDE:
+        fallback = "network" if has_network else "unchanged"
+        return Choice(fallback, f"too small for kernel estimation (under {MIN_SIDE} px): {fallback}")
+    return None
+
+
+def decide(estimate: KernelEstimate, *, method: str, has_network: bool) -> Choice:
+    """The method for one photo under ``--method`` ``auto`` or ``kernel``, from its kernel estimate."""
+    if estimate.near_delta:
+        return Choice("unchanged", "the photo is sharp (the estimated kernel is a point): left unchanged")
+    if method == "kernel":
+        if estimate.confidence < MIN_CONFIDENCE:
+            return Choice("kernel", f"low confidence {estimate.confidence:.2f}, deconvolved anyway (--method kernel)")
+        return Choice("kernel", f"camera shake: a {estimate.size} px kernel, confidence {estimate.confidence:.2f}")
+    fallback: Literal["network", "unchanged"] = "network" if has_network else "unchanged"
+    if estimate.confidence >= MIN_CONFIDENCE:
+        return Choice("kernel", f"camera shake: a {estimate.size} px kernel, confidence {estimate.confidence:.2f}")
+    return Choice(fallback, f"not a single camera-shake kernel (confidence {estimate.confidence:.2f}): {fallback}")

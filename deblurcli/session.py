@@ -1,0 +1,258 @@
+"""One inference session: options resolved once, then ``session.deblur(rgb)`` per photo.
+
+Every front end -- ``deblur``, ``deblur eval``, ``deblur cluster`` / Ray actors, the Python API, the benches --
+builds a :class:`Session` and calls it per photo, as Real-ESRGAN's ``RealESRGANer`` is built once and
+``enhance()``d per image. Building it resolves, in this order and once:
+
+1. the device (an absent device is an error, :mod:`deblurcli.devices`) and the compute precision;
+2. the method: ``network`` (the learned generator), ``kernel`` (blind kernel estimation + non-blind
+   deconvolution, :mod:`deblurcli.kernel`) or ``auto`` (per photo, :mod:`deblurcli.decide`);
+3. the generator, when the method may need it (loaded, moved to the device, eval mode, NHWC weights on
+   CPU/CUDA), and its tile plan (:mod:`deblurcli.tiling`: one probe forward pass for ``--tile auto``).
+
+Failures here are :class:`~deblurcli.errors.DeblurError` subclasses the caller shows as one line; nothing is
+read or written yet. Per photo, :meth:`Session.deblur` returns a :class:`Result` that says which method ran,
+and for the kernel path the kernel and its confidence, so the CLI can report them (``-v``, ``--json``) and
+draw them (``--save-kernel``, ``--compare``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from deblurcli.decide import METHODS
+from deblurcli.errors import DeblurError, OptionError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from deblurcli.kernel.estimate import KernelEstimate
+    from deblurcli.tiling import TilePlan
+
+log = logging.getLogger(__name__)
+
+Method = Literal["auto", "network", "kernel"]
+#: What a Result says ran: the generator, deconvolution with an estimated or given kernel, or nothing
+#: (the gate found the photo sharp, or auto found no safe method and the network is unavailable).
+Ran = Literal["network", "kernel", "unchanged"]
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class Result:
+    """One deblurred photo and how it was made.
+
+    ``rgb`` is ``H x W x 3`` float32 in [0, 1] with ``--strength`` applied. ``kernel`` is the kernel that was
+    deconvolved with (or estimated, when auto chose the network), ``confidence`` the estimator's score; both
+    None when no kernel was looked for. ``notes`` are one-line explanations of the choice (``-v``).
+    """
+
+    rgb: np.ndarray
+    method: Ran
+    kernel: np.ndarray | None = None
+    confidence: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def kernel_size(self) -> int | None:
+        return None if self.kernel is None else int(self.kernel.shape[0])
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma of an ``H x W x 3`` photo as encoded: what the kernel estimator looks at."""
+    return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+class Session:
+    """Deblurs photos with options resolved once. See the module docstring for what is resolved when.
+
+    ``model`` names a catalogue model (None: ``$DEBLUR_MODEL`` or the bundled default), ``weights`` a file;
+    ``module`` is an already-built generator (the Python API's ``deblur_image(image, model)``): its device is
+    used under ``device="auto"`` and its weights' memory layout is left as the caller has it. ``kernel`` is a
+    known blur kernel (a PSF file, or a 2-D array): the photo is deconvolved with it, nothing is estimated.
+    ``kernel_size`` is the largest kernel the estimator looks for, in pixels of the photo.
+    """
+
+    def __init__(
+        self,
+        method: Method | str = "auto",
+        *,
+        model: str | None = None,
+        weights: str | Path | None = None,
+        module: nn.Module | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        tile: int | None = None,
+        overlap: int = 32,
+        batch_size: int | None = None,
+        threads: int | None = None,
+        compile: bool = False,
+        strength: float = 1.0,
+        kernel: str | Path | np.ndarray | torch.Tensor | None = None,
+        kernel_size: int = 35,
+    ) -> None:
+        from deblurcli.devices import resolve_device, resolve_precision, set_threads
+        from deblurcli.engine import check_strength
+
+        if method not in METHODS:
+            raise OptionError(f"unknown method {method!r}: use {', '.join(METHODS)}", "--method")
+        if kernel is not None and method == "network":
+            raise OptionError("a known kernel is for the kernel method: drop --kernel or use --method kernel", "--kernel")
+        check_strength(strength)
+        if kernel_size < 3:
+            raise OptionError(f"must be at least 3 px, got {kernel_size}", "--kernel-size")
+        if threads is not None:
+            set_threads(threads)
+        self.method: Method = "kernel" if kernel is not None else method  # type: ignore[assignment]
+        self.strength, self.overlap, self.compile, self.kernel_size = strength, overlap, compile, kernel_size
+        placed = _module_device(module) if module is not None and device == "auto" else None
+        self.device: torch.device = placed if placed is not None else resolve_device(device)
+        self.device_picked = device == "auto"
+        self.precision: torch.dtype = resolve_precision(precision, self.device, inference=True)
+        self.known_kernel = None if kernel is None else _as_kernel(kernel)
+        self.model: nn.Module | None = None
+        self.model_label = ""
+        self.plan: TilePlan | None = None
+        if self.method != "kernel":
+            self._load_network(model, weights, module, tile, batch_size)
+
+    # ------------------------------------------------------------------------------------------ set-up
+
+    def _load_network(
+        self, name: str | None, weights: str | Path | None, module: nn.Module | None, tile: int | None, batch_size: int | None
+    ) -> None:
+        from deblurcli.engine import prepare_model
+        from deblurcli.tiling import plan_tiles
+        from deblurcli.weights import default_model_name, load_generator
+
+        if module is not None:
+            self.model = module.to(self.device).eval()
+            self.model_label = type(module).__name__
+        else:
+            # Resolved here rather than inside load_generator so that -v names the model $DEBLUR_MODEL or the catalogue picked.
+            name = name if name is not None or weights is not None else default_model_name()
+            path = None if weights is None else Path(weights)
+            self.model = prepare_model(load_generator(name=name, weights=path), self.device)
+            self.model_label = str(weights) if weights is not None else str(name)
+        self.plan = plan_tiles(self.model, self.device, tile=tile, overlap=self.overlap, batch_size=batch_size)
+
+    def describe(self) -> str:
+        """One line for ``-v``: what every photo of the run goes through."""
+        precision = str(self.precision).replace("torch.", "")
+        parts = [f"method {self.method}", f"device {self.device}{' (auto)' if self.device_picked else ''}"]
+        if self.model is not None and self.plan is not None:
+            parts += [f"model {self.model_label} ({type(self.model).__name__})", f"precision {precision}", self.plan.describe()]
+        if self.method != "network":
+            parts.append("known kernel" if self.known_kernel is not None else f"kernels up to {self.kernel_size} px")
+        return ", ".join(parts)
+
+    # ---------------------------------------------------------------------------------------- per photo
+
+    def deblur(self, rgb: np.ndarray, progress: ProgressFn | None = None) -> Result:
+        """Deblur one ``H x W x 3`` float32 photo in [0, 1]; the input array is not modified."""
+        from deblurcli.engine import apply_strength
+
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise DeblurError(f"expected an H x W x 3 RGB array, got shape {tuple(rgb.shape)}")
+        if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+            raise DeblurError("the image is empty (zero width or height)")
+        if self.method == "network":
+            result = Result(self.run_network(rgb, progress), "network")
+        elif self.known_kernel is not None:
+            result = Result(self.run_kernel(rgb, self.known_kernel, None, progress), "kernel", self.known_kernel.numpy())
+        else:
+            result = self._estimated(rgb, progress)
+        if result.method != "unchanged":
+            result.rgb = apply_strength(rgb, result.rgb, self.strength)
+        return result
+
+    def run_network(self, rgb: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:
+        """The generator through the tiled engine, with the session's plan and precision."""
+        from deblurcli.engine import deblur_array
+
+        if self.model is None or self.plan is None:
+            raise DeblurError("this session has no network (method 'kernel')")
+        return deblur_array(
+            self.model, rgb, device=self.device, plan=self.plan, precision=self.precision, progress=progress,
+            compile=self.compile,
+        )
+
+    def run_kernel(self, rgb: np.ndarray, kernel: torch.Tensor, noise: float | None, progress: ProgressFn | None = None) -> np.ndarray:
+        """Non-blind deconvolution of the whole photo with ``kernel``, tiled through the engine (always fp32:
+        FFT-based deconvolution amplifies the rounding of reduced precision)."""
+        import torch
+
+        from deblurcli.engine import deblur_array
+        from deblurcli.kernel.deconv import Deconvolver
+        from deblurcli.kernel.noise import estimate_noise
+        from deblurcli.tiling import plan_tiles
+
+        if noise is None:
+            noise = estimate_noise(torch.from_numpy(np.ascontiguousarray(luma(rgb)))[None])
+        deconvolver = Deconvolver(kernel.to(self.device), noise=noise).to(self.device)
+        plan = plan_tiles(deconvolver, self.device, tile=_deconv_tile(deconvolver, self.device), overlap=self.overlap, batch_size=1)
+        return deblur_array(deconvolver, rgb, device=self.device, plan=plan, precision=torch.float32, progress=progress)
+
+    def _estimated(self, rgb: np.ndarray, progress: ProgressFn | None) -> Result:
+        """Kernel method or auto: estimate, gate, then deconvolve or hand the photo to the network."""
+        from deblurcli.decide import decide, without_estimate
+
+        has_network = self.model is not None
+        early = without_estimate(method=self.method, photo_shape=rgb.shape[:2], has_network=has_network)
+        if early is not None:
+            out = self.run_network(rgb, progress) if early.method == "network" else rgb.copy()
+            return Result(out, early.method, notes=[early.reason])
+        estimate = self.estimate(rgb)
+        kernel = estimate.kernel.detach().cpu()
+        choice = decide(estimate, method=self.method, has_network=has_network)
+        common = {"kernel": kernel.numpy(), "confidence": estimate.confidence, "notes": [*estimate.notes, choice.reason]}
+        log.info("%s (kernel %d px, confidence %.2f): %s", choice.method, estimate.size, estimate.confidence, choice.reason)
+        if choice.method == "unchanged":
+            return Result(rgb.copy(), "unchanged", **common)
+        if choice.method == "network":
+            return Result(self.run_network(rgb, progress), "network", **common)
+        noise = estimate.details.get("noise")
+        return Result(self.run_kernel(rgb, kernel, noise, progress), "kernel", **common)
+
+    def estimate(self, rgb: np.ndarray) -> KernelEstimate:
+        """The blind kernel estimate of ``rgb`` (on its luma) with this session's maximum kernel size."""
+        import torch
+
+        from deblurcli.kernel.estimate import estimate_kernel
+
+        grey = torch.from_numpy(np.ascontiguousarray(luma(rgb))).to(self.device)
+        return estimate_kernel(grey, max_size=self.kernel_size)
+
+
+#: Deconvolution tiles: FFT cost grows as N log N, so large tiles cost little more per pixel, and memory per
+#: pixel is a few dozen float32 planes.
+DECONV_TILE = {"cpu": 1024, "mps": 1024, "cuda": 2048}
+
+
+def _deconv_tile(deconvolver: nn.Module, device: torch.device) -> int:
+    margin = int(getattr(deconvolver, "tile_margin", 0))
+    return max(DECONV_TILE.get(device.type, 1024), 4 * margin + 64)
+
+
+def _module_device(module: nn.Module) -> torch.device | None:
+    param = next(iter(module.parameters()), None)
+    return None if param is None else param.device
+
+
+def _as_kernel(kernel: str | Path | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A user's kernel as a normalised, centred float32 tensor (files through :func:`kernel.psf.read_kernel`)."""
+    import torch
+
+    from deblurcli.kernel.psf import normalise_kernel, read_kernel
+
+    if isinstance(kernel, (str, Path)):
+        return read_kernel(Path(kernel))
+    return normalise_kernel(torch.as_tensor(np.asarray(kernel), dtype=torch.float32))
