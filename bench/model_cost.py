@@ -20,7 +20,7 @@ import time
 import torch
 from torch import nn
 
-from deblurcli.models.registry import PRESETS, build
+from deblurcli.models.registry import PRESETS, build, preset
 
 
 def count_macs(model: nn.Module, x: torch.Tensor) -> int:
@@ -44,7 +44,7 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
 
 def measure(name: str, size: int, reps: int, layout: str = "channels_last") -> dict[str, float | int | str]:
     """Cost figures of preset ``name`` on a ``size x size`` input."""
-    arch, config = PRESETS[name]
+    arch, config = preset(name)
     torch.manual_seed(0)
     model = build(arch, config).eval()
     channels = config.get("in_channels", 3)

@@ -59,9 +59,9 @@ def build_preset(name: str) -> Any:
     """Preset ``name`` with seeded random weights, in eval mode, configured as inference runs it."""
     import torch
 
-    from deblurcli.models.registry import PRESETS, build
+    from deblurcli.models.registry import build, preset
 
-    arch, config = PRESETS[name]
+    arch, config = preset(name)
     torch.manual_seed(0)
     model = build(arch, config).eval()
     with torch.no_grad():

@@ -37,9 +37,6 @@ from deblurcli.errors import WeightsError
 #: the name ``deblur`` uses when no model is given and no bundled file is present.
 DEFAULT_MODEL = "nafnet-s"
 
-#: NAFNet's TLC window: checkpoints trained with global pooling on 256-px crops run with a 384-px local pool.
-TLC_LOCAL_POOL = 384
-
 #: a spandrel model's receptive field is unknown to us; this many pixels at a tile edge are discarded.
 SPANDREL_TILE_MARGIN = 32
 
@@ -339,18 +336,21 @@ class SpandrelGenerator(nn.Module):
 
 def _load_spandrel(state: dict[str, torch.Tensor], path: Path, sample: str) -> SpandrelGenerator:
     """Let spandrel recognise an architecture deblurcli does not know (Restormer, FFTformer, Uformer, ...)."""
+    from deblurcli.models.registry import GENERATORS
+
+    ours = ", ".join(GENERATORS)
     try:
         import spandrel
     except ImportError:
         raise WeightsError(
-            f"{path.name}: unrecognised architecture (found keys such as {sample}); deblurcli knows nafnet and "
-            "dgf, and 'pip install deblurcli[spandrel]' adds Restormer, FFTformer, Uformer and more"
+            f"{path.name}: unrecognised architecture (found keys such as {sample}); deblurcli knows {ours}, "
+            "and 'pip install deblurcli[spandrel]' adds Restormer, FFTformer, Uformer and more"
         ) from None
     try:
         descriptor = spandrel.ModelLoader().load_from_state_dict(spandrel.canonicalize_state_dict(state))
     except spandrel.UnsupportedModelError:
         raise WeightsError(
-            f"{path.name}: unrecognised architecture: neither deblurcli (nafnet, dgf) nor spandrel know it "
+            f"{path.name}: unrecognised architecture: neither deblurcli ({ours}) nor spandrel know it "
             f"(found keys such as {sample})"
         ) from None
     except (RuntimeError, KeyError, ValueError, AssertionError) as exc:
@@ -372,8 +372,9 @@ def _load_spandrel(state: dict[str, torch.Tensor], path: Path, sample: str) -> S
 
 
 def _with_metadata(arch: str, config: dict[str, Any], metadata: Mapping[str, str], path: Path) -> dict[str, Any]:
-    """``config`` (read off the tensors) completed with what only our metadata knows (DGF dilations, ...)."""
-    from deblurcli.models.registry import NOT_IN_WEIGHTS
+    """``config`` (read off the tensors) completed with what only our metadata knows (the spec's
+    ``not_in_weights``: DGF dilations, NAFNet's local pool, ...)."""
+    from deblurcli.models.registry import spec_for
 
     if "arch" not in metadata:
         return config
@@ -385,7 +386,7 @@ def _with_metadata(arch: str, config: dict[str, Any], metadata: Mapping[str, str
         recorded = None
     if not isinstance(recorded, dict):
         raise WeightsError(f"{path.name}: the config in its metadata is not a JSON object")
-    return {**config, **{k: v for k, v in recorded.items() if k in NOT_IN_WEIGHTS[arch]}}
+    return {**config, **{k: v for k, v in recorded.items() if k in spec_for(arch).not_in_weights}}
 
 
 def load_generator(name: str | None = None, weights: Path | None = None) -> nn.Module:
@@ -398,10 +399,11 @@ def load_generator(name: str | None = None, weights: Path | None = None) -> nn.M
     * both: the file must hold the named model's architecture (``expected X, found Y`` otherwise), and the
       entry's inference settings apply.
 
-    NAFNet weights without a recorded ``local_pool`` (published checkpoints, trained with global pooling)
-    run with TLC's 384-px local pool; our own run with the pool their metadata records.
+    Settings still unset after that take the architecture's ``inference_defaults``: NAFNet weights without
+    a recorded ``local_pool`` (published checkpoints, trained with global pooling) run with TLC's 384-px
+    local pool; our own run with the pool their metadata records.
     """
-    from deblurcli.models.registry import GENERATORS, build, detect
+    from deblurcli.models.registry import GENERATORS, build, detect, spec_for
 
     entry = None if name is None and weights is not None else get_entry(name or default_model_name())
     path = Path(weights) if weights is not None else resolve_weights(entry)  # type: ignore[arg-type]
@@ -418,11 +420,11 @@ def load_generator(name: str | None = None, weights: Path | None = None) -> nn.M
         ) from None
     if entry is not None and arch != entry.arch:
         raise WeightsError(f"{path.name}: expected {entry.arch} weights for model {entry.name!r}, found {arch}")
-    if arch not in GENERATORS:
+    spec = spec_for(arch)
+    if not spec.generator:
         raise WeightsError(f"{path.name}: expected a generator ({', '.join(GENERATORS)}), found {arch}")
     config = _with_metadata(arch, config, metadata, path)
-    if arch == "nafnet" and config.get("local_pool") is None:
-        config["local_pool"] = TLC_LOCAL_POOL
+    config.update({k: v for k, v in spec.inference_defaults.items() if config.get(k) is None})
     if entry is not None:
         config.update(entry.for_inference)
     model = build(arch, config)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,7 +15,18 @@ from deblurcli.errors import WeightsError
 from deblurcli.models.dgf import DGF, DGF_FULL, DGF_LIGHT, InstanceNorm, default_dilations
 from deblurcli.models.nafnet import NAFNet
 from deblurcli.models.patchgan import PatchGAN
-from deblurcli.models.registry import ARCHS, PRESETS, arch_of, build, detect
+from deblurcli.models.registry import (
+    ARCHITECTURES,
+    PRESETS,
+    SPECS,
+    arch_of,
+    build,
+    detect,
+    generator_choices,
+    names,
+    preset,
+    spec_for,
+)
 
 
 def _params(model: nn.Module) -> int:
@@ -227,4 +240,33 @@ def test_build_errors_are_one_line() -> None:
         build("dgf", {"growth": 3})
     with pytest.raises(WeightsError, match="dilations must be one or more positive integers"):
         build("dgf", {"dilations": [1, 0]})
-    assert set(ARCHS) == {"nafnet", "dgf", "patchgan"}
+    assert names() == ["nafnet", "dgf", "patchgan"]
+
+
+def test_specs_are_consistent() -> None:
+    """Preset names are unique, default presets exist, and what specs take from metadata is a config key."""
+    all_presets = [name for spec in SPECS for name in spec.presets]
+    assert len(all_presets) == len(set(all_presets)) == len(PRESETS)
+    for spec, folder in zip(SPECS, ARCHITECTURES):
+        assert spec.name == folder and spec.default_preset in spec.presets
+        for config in spec.presets.values():
+            assert set(spec.not_in_weights) <= set(config) and set(spec.inference_defaults) <= set(config)
+    assert spec_for("nafnet").inference_defaults == {"local_pool": 384}
+    with pytest.raises(WeightsError, match="unknown architecture 'unet'; expected one of nafnet, dgf, patchgan"):
+        spec_for("unet")
+
+
+def test_preset_resolves_bare_names_and_copies() -> None:
+    assert preset("nafnet") == PRESETS["nafnet-s"] and preset("dgf") == PRESETS["dgf"]
+    arch, config = preset("dgf-light")
+    config["dilations"].append(9)
+    assert arch == "dgf" and preset("dgf-light")[1] == DGF_LIGHT  # callers cannot alter the tables
+    with pytest.raises(WeightsError, match="unknown preset 'unet'"):
+        preset("unet")
+    assert generator_choices() == ["dgf", "dgf-light", "nafnet", "nafnet-s", "nafnet-w32", "nafnet-w64"]
+
+
+def test_registry_and_train_command_import_without_torch() -> None:
+    """The CLI builds its --arch choices from the registry at import time; torch must stay out of --help."""
+    code = "import sys, deblurcli.cli.train; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -16,12 +16,11 @@ from huggingface_hub import constants
 from deblurcli import weights
 from deblurcli.errors import WeightsError
 from deblurcli.models.dgf import DGF
-from deblurcli.models.nafnet import NAFNet
+from deblurcli.models.nafnet import TLC_LOCAL_POOL, NAFNet
 from deblurcli.models.patchgan import PatchGAN
 from deblurcli.models.registry import PRESETS
 from deblurcli.weights import (
     DEFAULT_MODEL,
-    TLC_LOCAL_POOL,
     get_entry,
     list_models,
     load_generator,

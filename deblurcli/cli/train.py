@@ -15,6 +15,8 @@ from pathlib import Path
 
 import click
 
+from deblurcli.models import registry  # torch-free: the --arch choices come from its presets
+
 
 @click.command("train")
 @click.option("--pairs", "pairs", type=click.Path(path_type=Path, file_okay=False), help="Folder of blurry/sharp pairs (blur/ + sharp/, GoPro, or side-by-side).")
@@ -23,7 +25,7 @@ import click
 @click.option("--side-by-side", is_flag=True, help="Each pairs image holds sharp (left) | blurry (right) halves.")
 @click.option("--val-pairs", type=click.Path(path_type=Path, file_okay=False), help="Validate on this pairs folder instead of a held-out 5% of the training data.")
 @click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder: checkpoints, log.csv, best/last.safetensors.")
-@click.option("--arch", help="Train a fresh model of this architecture: nafnet (= nafnet-s), nafnet-w32, dgf, dgf-light.")
+@click.option("--arch", type=click.Choice(registry.generator_choices()), help="Train a fresh model of this preset; a bare architecture name is its default preset (nafnet = nafnet-s).")
 @click.option("--model", metavar="NAME", help="Start from this catalogue model (default: the default model).")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Start from this weights file.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Crops per step (per process under torchrun).")

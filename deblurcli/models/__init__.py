@@ -1,1 +1,2 @@
-"""Model architectures, one file each, behind the registry in ``registry.py``."""
+"""Model architectures, one folder each (``<arch>/model.py`` the network, ``<arch>/spec.py`` its
+``ArchSpec``), listed in ``registry.py``."""

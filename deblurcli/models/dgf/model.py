@@ -17,10 +17,10 @@ Dilation choice. The official code alternates rates 1/2 with a padding quirk tha
 "same" padding (``padding = dilation``) so that size is kept for any input, odd sizes included, and rates
 that rise toward the middle of the field and fall toward its tail:
 
-* full (``DGF_FULL``): 1,1,2,2,3,3,2,2,1,1 -- the deeper layers see wider context without gridding, since
-  each rate is used twice and neighbouring rates differ by one;
-* light (``DGF_LIGHT``): 1,1,2,1,3,1,2,1,1,1 -- the poster's re-implementation (rate 2 on layers 3 and 7,
-  3 on layer 5).
+* full (``DGF_FULL`` in ``spec.py``): 1,1,2,2,3,3,2,2,1,1 -- the deeper layers see wider context without
+  gridding, since each rate is used twice and neighbouring rates differ by one;
+* light (``DGF_LIGHT`` in ``spec.py``): 1,1,2,1,3,1,2,1,1,1 -- the poster's re-implementation (rate 2 on
+  layers 3 and 7, 3 on layer 5).
 
 The receptive field radius is 1 (head) + sum(dilations) + 2 (output convs): 21 px for the full model and
 17 px for the light one, which is exactly ``tile_margin``. With BatchNorm (eval mode) the network is a pure
@@ -48,34 +48,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deblurcli.models.nafnet import box_mean
-
-#: The official configuration (growth rate 64, BatchNorm, dropout 0.5 in the tail).
-DGF_FULL: dict[str, Any] = {
-    "growth_rate": 64,
-    "width": 256,
-    "dilations": [1, 1, 2, 2, 3, 3, 2, 2, 1, 1],
-    "norm": "batch",
-    "norm_window": None,
-    "dropout": 0.5,
-}
-
-#: The seed poster's light configuration (growth rate 32, InstanceNorm, no dropout).
-DGF_LIGHT: dict[str, Any] = {
-    "growth_rate": 32,
-    "width": 128,
-    "dilations": [1, 1, 2, 1, 3, 1, 2, 1, 1, 1],
-    "norm": "instance",
-    "norm_window": None,
-    "dropout": 0.0,
-}
+from deblurcli.models.dgf.spec import default_dilations
+from deblurcli.models.nafnet.model import box_mean
 
 NORMS = ("batch", "instance")
-
-
-def default_dilations(n_layers: int) -> list[int]:
-    """Rates rising toward the middle of the dense field and falling toward its tail (1,1,2,2,3,3,... for 10)."""
-    return [1 + min(i, n_layers - 1 - i) // 2 for i in range(n_layers)]
 
 
 class InstanceNorm(nn.Module):
