@@ -13,6 +13,11 @@ class PhotoError(DeblurError):
     """A photo cannot be read or written (unsupported, broken, too large, unwritable)."""
 
 
+class DiskFullError(PhotoError):
+    """The output device is full (ENOSPC/EDQUOT): every further write there would fail too, so a batch
+    should stop rather than report the same error for each remaining file."""
+
+
 class WeightsError(DeblurError):
     """Model weights cannot be found, downloaded, verified or loaded."""
 

@@ -145,7 +145,7 @@ def write_compare(path: Path, before: np.ndarray, after: np.ndarray, photo: Phot
 
     from PIL import Image
 
-    from deblurcli.photo import atomic_write_bytes
+    from deblurcli.atomic import atomic_write_bytes
 
     side = np.concatenate([before, after], axis=1)
     image = Image.fromarray((np.clip(side, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
@@ -312,7 +312,7 @@ def _run_sequential(
     on_start: Callable[[Job], None] | None,
     progress: ProgressFn | None,
 ) -> RunEnd:
-    from deblurcli.photo import DiskFullError
+    from deblurcli.errors import DiskFullError
 
     try:
         for index, job in enumerate(jobs):
@@ -414,7 +414,7 @@ class _Pipeline:
 
     def _flush(self, *, final: bool = False) -> None:
         """Report finished results from the front (waiting for each if ``final``); a full disk stops."""
-        from deblurcli.photo import DiskFullError
+        from deblurcli.errors import DiskFullError
 
         while self.pending:
             index, item = self.pending[0]

@@ -27,7 +27,7 @@ from deblurcli.cli import group
 from deblurcli.devices import resolve_precision
 from deblurcli.engine import deblur_array
 from deblurcli.models.nafnet import NAFNet
-from deblurcli.photo import TEMP_TAG
+from deblurcli.atomic import TEMP_TAG
 
 H, W = 48, 64
 

@@ -22,9 +22,9 @@ from PIL import Image
 from torch import nn
 
 from deblurcli import photo as photo_io
+from deblurcli.atomic import TEMP_TAG
 from deblurcli.batch import Job, find_inputs, plan_jobs
-from deblurcli.errors import PhotoError
-from deblurcli.photo import TEMP_TAG, DiskFullError
+from deblurcli.errors import DiskFullError, PhotoError
 from deblurcli.runner import (
     WRITTEN_BY_OTHER_RUN,
     Outcome,

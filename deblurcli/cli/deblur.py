@@ -343,10 +343,11 @@ def command(
     Existing outputs are skipped unless --overwrite, so re-running an interrupted command finishes the
     rest. Exit codes: 0 all done, 1 some files failed, 2 usage error, 130 interrupted.
     """
+    from deblurcli.atomic import remove_stale_temp_files
     from deblurcli.batch import PlanError, find_inputs, plan_jobs
     from deblurcli.batch import shard as shard_of
     from deblurcli.errors import DeblurError, DeviceError
-    from deblurcli.photo import WRITABLE_SUFFIXES, remove_stale_temp_files
+    from deblurcli.photo import WRITABLE_SUFFIXES
     from deblurcli.runner import Outcome, Settings, compare_path
 
     if not paths:
