@@ -113,9 +113,11 @@ class Target:
 
     def __init__(self, workdir: Path) -> None:
         from deblurcli import photo
+        from deblurcli.errors import PhotoError
+        from deblurcli.photo import decode, exif
 
-        self.photo = photo
-        photo.MAX_PIXELS = 4_000_000  # bounded work per input, whatever a forged header claims
+        self.photo, self.exif, self.photo_error = photo, exif, PhotoError
+        decode.MAX_PIXELS = 4_000_000  # bounded work per input, whatever a forged header claims
         self.workdir = workdir
         rgb = Image.fromarray(np.random.default_rng(1).integers(0, 256, (12, 16, 3), dtype=np.uint8))
         jpeg = _encoded(rgb, "JPEG", quality=75)
@@ -153,7 +155,7 @@ class Target:
                 warnings.simplefilter("always")
                 photo = self.photo.read_photo(src)
             assert not leaked, f"read_photo leaked a warning: {leaked[0].message}"
-        except self.photo.PhotoError as e:
+        except self.photo_error as e:
             assert "\n" not in str(e), "multi-line error"
             return
         rgb = photo.rgb
@@ -165,7 +167,7 @@ class Target:
                 warnings.simplefilter("always")
                 self.photo.write_photo(out, 1.0 - rgb, photo, overwrite=True)
             assert not leaked, f"write_photo leaked a warning: {leaked[0].message}"
-        except self.photo.PhotoError as e:
+        except self.photo_error as e:
             assert "\n" not in str(e), "multi-line error"
             return
         again = self.photo.read_photo(out)  # our own output must always read back
@@ -173,11 +175,11 @@ class Target:
 
     def exif_editor(self, payload: bytes) -> None:
         warns: list[str] = []
-        raw, parsed, _ = self.photo._source_exif(payload, warns)
+        raw, parsed, _ = self.exif.source_exif(payload, warns)
         if raw is None or not parsed:
             return
-        edited = self.photo._ExifBlock(raw).edited(123, 45, "deblurcli fuzz")
-        assert self.photo._ExifBlock(edited).orientation == 1  # the pixels were rotated: never rotate again
+        edited = self.exif.ExifBlock(raw).edited(123, 45, "deblurcli fuzz")
+        assert self.exif.ExifBlock(edited).orientation == 1  # the pixels were rotated: never rotate again
 
 
 def crash_key(exc: BaseException) -> str:

@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from deblurcli.atomic import is_temp_file
 from deblurcli.errors import DeblurError
-from deblurcli.photo import SUPPORTED_SUFFIXES, WRITABLE_SUFFIXES, is_temp_file
+from deblurcli.photo import SUPPORTED_SUFFIXES, WRITABLE_SUFFIXES
 
 __all__ = [
     "InputFile",

@@ -46,6 +46,11 @@ class KernelError(DeblurError):
     """A blur kernel file (``--kernel``) cannot be read or is not a kernel."""
 
 
+class DiskFullError(PhotoError):
+    """The output device is full (ENOSPC/EDQUOT): every further write there would fail too, so a batch
+    should stop rather than report the same error for each remaining file."""
+
+
 class WeightsError(DeblurError):
     """Model weights cannot be found, downloaded, verified or loaded."""
 

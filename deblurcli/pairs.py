@@ -35,7 +35,7 @@ import numpy as np
 from deblurcli.errors import PairsError, PhotoError
 from deblurcli.photo import SUPPORTED_SUFFIXES, read_photo
 
-#: File suffixes taken as images (those photo.py reads); other files (sidecars, notes, .DS_Store) are
+#: File suffixes taken as images (those deblurcli.photo reads); other files (sidecars, notes, .DS_Store) are
 #: ignored without comment.
 IMAGE_SUFFIXES = frozenset(SUPPORTED_SUFFIXES)
 
@@ -216,7 +216,7 @@ def find_pairs(root: Path, *, side_by_side: bool = False, csv: Path | None = Non
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    """The pixels of ``path``, with the file named in any error (photo.py's messages do not name it)."""
+    """The pixels of ``path``, with the file named in any error (deblurcli.photo's messages do not name it)."""
     try:
         return read_photo(path).rgb
     except PhotoError as exc:

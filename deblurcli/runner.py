@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from deblurcli.errors import DeblurError
+from deblurcli.errors import DeblurError, OutputExistsError
 
 if TYPE_CHECKING:
     from deblurcli.batch import Job
@@ -156,7 +156,7 @@ def kernel_path(output: Path) -> Path:
 def write_compare(path: Path, before: np.ndarray, result: Result, photo: Photo) -> None:
     """Input | output side by side at full resolution (JPEG, the photo's RGB ICC profile kept), with the
     kernel that was deconvolved with drawn in the output's top-left corner and the method named."""
-    from deblurcli.photo import atomic_write_bytes
+    from deblurcli.atomic import atomic_write_bytes
     from deblurcli.photo import encode_preview_jpeg
 
     side = np.concatenate([before, result.rgb], axis=1)
@@ -218,7 +218,7 @@ def write_stage(job: Job, photo: Photo, result: Result, settings: Settings) -> t
     if settings.save_kernel and result.kernel is not None:
         import torch
 
-        from deblurcli.photo import atomic_write_bytes
+        from deblurcli.atomic import atomic_write_bytes
         from deblurcli.kernel.psf import kernel_picture
         from deblurcli.photo import encode_png
 
@@ -269,7 +269,7 @@ def failure_outcome(job: Job, exc: BaseException, settings: Settings) -> Outcome
     process on the same folder, a neighbouring array task) finished that photo first.
     """
     message = describe_failure(exc)
-    if not settings.replaces and job.dst.exists() and "already exists" in message:
+    if isinstance(exc, OutputExistsError) and not settings.replaces:
         return Outcome(job.src, job.dst, "skipped", WRITTEN_BY_OTHER_RUN)
     return Outcome(job.src, job.dst, "failed", message, exception=exc)
 
@@ -343,7 +343,7 @@ def _run_sequential(
     on_start: Callable[[Job], None] | None,
     progress: ProgressFn | None,
 ) -> RunEnd:
-    from deblurcli.photo import DiskFullError
+    from deblurcli.errors import DiskFullError
 
     try:
         for index, job in enumerate(jobs):
@@ -446,7 +446,7 @@ class _Pipeline:
 
     def _flush(self, *, final: bool = False) -> None:
         """Report finished results from the front (waiting for each if ``final``); a full disk stops."""
-        from deblurcli.photo import DiskFullError
+        from deblurcli.errors import DiskFullError
 
         while self.pending:
             index, item = self.pending[0]

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from deblurcli.atomic import atomic_write_bytes
 from deblurcli.blur import BlurConfig, apply_kernels, synthesize
 from deblurcli.errors import PairsError
-from deblurcli.photo import atomic_write_bytes, read_photo
+from deblurcli.photo import read_photo
 
 __all__ = ["FAMILIES", "MAX_SIZE", "build_valset", "fit_crop", "heldout_kernels"]
 

@@ -299,13 +299,13 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
 def save_generator(model: nn.Module, path: Path, metadata: Mapping[str, Any]) -> None:
     """Write ``model``'s weights as safetensors with ``arch``, JSON ``config`` and ``metadata``, atomically.
 
-    Non-string metadata values are stored as JSON. The file is written through ``photo.atomic_write_bytes``
+    Non-string metadata values are stored as JSON. The file is written through ``atomic.atomic_write_bytes``
     (temporary file in the same folder, fsync, rename), so a crash never leaves a truncated file at ``path``.
     """
     from safetensors.torch import save
 
     from deblurcli.models.registry import arch_of
-    from deblurcli.photo import atomic_write_bytes
+    from deblurcli.atomic import atomic_write_bytes
 
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
     meta.update({"format": "deblurcli", "arch": arch_of(model), "config": json.dumps(model.config)})

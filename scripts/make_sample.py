@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from PIL import Image
 
+    from deblurcli.atomic import atomic_write_bytes
     from deblurcli.blur import synthesize
-    from deblurcli.photo import atomic_write_bytes, read_photo
+    from deblurcli.photo import read_photo
 
     rgb = np.asarray(read_photo(args.src).rgb, dtype=np.float32)
     h, w = rgb.shape[:2]

@@ -234,7 +234,8 @@ def run_real_blur(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str 
         return None, None
     import torch
 
-    from deblurcli.photo import atomic_write_bytes, read_photo
+    from deblurcli.atomic import atomic_write_bytes
+    from deblurcli.photo import read_photo
     from deblurcli.session import Session
 
     photos = sorted(p for p in args.real_blur.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
@@ -331,8 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    from deblurcli.atomic import atomic_write_bytes
     from deblurcli.errors import DeblurError
-    from deblurcli.photo import atomic_write_bytes
 
     if args.weights is not None and not args.weights.is_file():
         print(f"error: {args.weights}: no such weights file", file=sys.stderr)

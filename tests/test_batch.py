@@ -9,7 +9,7 @@ import pytest
 
 from deblurcli.batch import InputFile, Job, OutputCollisionError, PlanError, find_inputs, plan_jobs
 from deblurcli.errors import DeblurError
-from deblurcli.photo import TEMP_TAG
+from deblurcli.atomic import TEMP_TAG
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:

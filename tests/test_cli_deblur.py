@@ -27,7 +27,7 @@ from deblurcli.cli import group
 from deblurcli.devices import resolve_precision
 from deblurcli.engine import deblur_array, prepare_model
 from deblurcli.models.nafnet import NAFNet
-from deblurcli.photo import TEMP_TAG
+from deblurcli.atomic import TEMP_TAG
 from deblurcli.tiling import TilePlan
 
 H, W = 48, 64

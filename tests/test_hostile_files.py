@@ -18,9 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import deblurcli.photo as photo_mod
+import deblurcli.photo.decode as photo_decode
 from deblurcli.errors import PhotoError
-from deblurcli.photo import _ExifBlock, _ExifFormatError, read_photo, write_photo
+from deblurcli.photo import read_photo, write_photo
+from deblurcli.photo.exif import ExifBlock, ExifFormatError
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -97,7 +98,7 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
 def test_bomb_with_allow_huge_is_refused_for_memory_not_crashed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(photo_mod, "_memory_available", lambda: 8 * 2**30)
+    monkeypatch.setattr(photo_decode, "_memory_available", lambda: 8 * 2**30)
     path = tmp_path / "bomb.png"
     path.write_bytes(_bomb_png(100_000, 100_000))
     with pytest.raises(PhotoError) as err:
@@ -106,7 +107,7 @@ def test_bomb_with_allow_huge_is_refused_for_memory_not_crashed(
 
 
 def test_allow_huge_reads_a_real_image_over_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(photo_mod, "MAX_PIXELS", 1000)
+    monkeypatch.setattr(photo_decode, "MAX_PIXELS", 1000)
     path = tmp_path / "big.png"
     path.write_bytes(_sample("PNG", (48, 32)))
     with pytest.raises(PhotoError, match="--allow-huge"):
@@ -370,7 +371,7 @@ def test_pillow_warnings_come_back_as_our_warnings_not_raw_lines(
     assert any(w.startswith("EXIF for TIFF: Corrupt EXIF data") for w in returned), returned
 
     data = bytearray(_sample("TIFF"))
-    entry = _ExifBlock(bytes(data)).ifd0.entries[277]  # SamplesPerPixel
+    entry = ExifBlock(bytes(data)).ifd0.entries[277]  # SamplesPerPixel
     struct.pack_into("<H", data, entry.pos + 8, 5000)
     (tmp_path / "spp.tif").write_bytes(bytes(data))
     with pytest.raises(PhotoError):
@@ -445,8 +446,8 @@ def test_mutated_files_raise_only_photo_error(
 def test_exif_editor_never_crashes_on_random_blocks(blob: bytes) -> None:
     for candidate in (blob, b"II*\x00\x08\x00\x00\x00" + blob, b"MM\x00*\x00\x00\x00\x08" + blob):
         try:
-            block = _ExifBlock(candidate)
-        except _ExifFormatError:
+            block = ExifBlock(candidate)
+        except ExifFormatError:
             continue
         edited = block.edited(123, 45, "deblurcli test")
-        assert _ExifBlock(edited).orientation == 1  # whatever the entry looked like
+        assert ExifBlock(edited).orientation == 1  # whatever the entry looked like

@@ -1,4 +1,4 @@
-"""photo.py: read -> change pixels -> write keeps every tag, the profile, depth, alpha, orientation.
+"""deblurcli.photo: read -> change pixels -> write keeps every tag, the profile, depth, alpha, orientation.
 
 Every test builds its own real files (EXIF via piexif, hand-made 16-bit PNG/TIFF, crafted ICC bytes) so
 that the reader is checked against independent writers, not only against our own.
@@ -11,6 +11,8 @@ import functools
 import io
 import os
 import struct
+import subprocess
+import sys
 import zlib
 from fractions import Fraction
 from pathlib import Path
@@ -21,19 +23,10 @@ import pytest
 from PIL import Image, ImageCms, ImageOps, IptcImagePlugin, features
 
 from deblurcli import __version__
-from deblurcli.errors import PhotoError
-from deblurcli.photo import (
-    SUPPORTED_SUFFIXES,
-    TEMP_TAG,
-    DiskFullError,
-    Photo,
-    atomic_output,
-    atomic_write_bytes,
-    find_sidecar,
-    is_temp_file,
-    read_photo,
-    write_photo,
-)
+from deblurcli.atomic import TEMP_TAG, atomic_output, atomic_write_bytes, is_temp_file
+from deblurcli.errors import DiskFullError, PhotoError
+from deblurcli.photo import SUPPORTED_SUFFIXES, Photo, read_photo, write_photo
+from deblurcli.photo.metadata import find_sidecar
 
 RNG = np.random.default_rng(1234)
 SOFTWARE = f"deblurcli {__version__}".encode()
@@ -635,7 +628,7 @@ def test_avif_read_and_write(tmp_path: Path) -> None:
 
 
 def test_heic_without_pillow_heif_names_the_extra(tmp_path: Path) -> None:
-    try:  # with pillow-heif installed, HEIC is read instead (documented in photo.py)
+    try:  # with pillow-heif installed, HEIC is read instead (documented in deblurcli.photo)
         import pillow_heif  # noqa: F401
     except ImportError:
         pass
@@ -781,3 +774,13 @@ def test_output_permissions_follow_umask_not_tempfile(tmp_path: Path) -> None:
 def test_temp_names_are_hidden_and_recognisable() -> None:
     assert is_temp_file(f".photo.jpg{TEMP_TAG}ab12cd34")
     assert not is_temp_file("photo.jpg") and not is_temp_file(".DS_Store")
+
+
+def test_atomic_writing_does_not_import_photo_code() -> None:
+    """Weights, checkpoints and evaluation reports are written through deblurcli.atomic: importing it must not
+    pull Pillow, numpy or the photo package in."""
+    code = ("import sys, deblurcli.atomic; "
+            "print(sorted(m for m in ('PIL', 'numpy', 'deblurcli.photo') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]"

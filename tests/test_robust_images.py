@@ -22,9 +22,10 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from deblurcli import weights
+from deblurcli.atomic import TEMP_TAG
 from deblurcli.cli import group
 from deblurcli.models.nafnet import NAFNet
-from deblurcli.photo import TEMP_TAG, read_photo
+from deblurcli.photo import read_photo
 
 RNG = np.random.default_rng(8)
 
@@ -242,9 +243,9 @@ def test_oversized_exif_into_jpeg_is_dropped_with_a_warning(tmp_path: Path, mode
 def test_named_gif_and_bomb_with_allow_huge_are_one_line_each(
     tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import deblurcli.photo as photo_mod
+    import deblurcli.photo.decode as photo_decode
 
-    monkeypatch.setattr(photo_mod, "_memory_available", lambda: 8 * 2**30)  # the same answer on any machine
+    monkeypatch.setattr(photo_decode, "_memory_available", lambda: 8 * 2**30)  # the same answer on any machine
     (tmp_path / "anim.gif").write_bytes(animated_gif())
     (tmp_path / "bomb.png").write_bytes(bomb_png(100_000, 100_000))
     (tmp_path / "ok.png").write_bytes(encoded(Image.fromarray(noise(20, 24)), "PNG"))
@@ -261,9 +262,9 @@ def test_named_gif_and_bomb_with_allow_huge_are_one_line_each(
 def test_real_image_over_the_limit_is_processed_with_allow_huge(
     tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import deblurcli.photo as photo_mod
+    import deblurcli.photo.decode as photo_decode
 
-    monkeypatch.setattr(photo_mod, "MAX_PIXELS", 400)  # a 24x20 image is then "huge"
+    monkeypatch.setattr(photo_decode, "MAX_PIXELS", 400)  # a 24x20 image is then "huge"
     (tmp_path / "big.png").write_bytes(encoded(Image.fromarray(noise(20, 24)), "PNG"))
     refused = deblur(tmp_path / "big.png", "--weights", model_file)
     assert refused.exit_code == 1 and "--allow-huge" in refused.stderr

@@ -30,11 +30,10 @@ import torch
 from click.testing import CliRunner, Result
 from PIL import Image
 
-from deblurcli import photo as photo_mod
-from deblurcli import weights
+from deblurcli import atomic, weights
 from deblurcli.cli import group
 from deblurcli.models.nafnet import NAFNet
-from deblurcli.photo import (
+from deblurcli.atomic import (
     TEMP_TAG,
     atomic_output,
     is_temp_file,
@@ -155,7 +154,7 @@ def test_stale_temp_files_are_removed_and_nothing_else(tmp_path: Path) -> None:
         _aged(path)
     (tmp_path / f".dir{TEMP_TAG}00000000").mkdir()
     _aged(tmp_path / f".dir{TEMP_TAG}00000000")
-    if photo_mod.fcntl is None:
+    if atomic.fcntl is None:
         assert remove_stale_temp_files(tmp_path) == []
         return
     assert remove_stale_temp_files(tmp_path) == [stale]
@@ -165,7 +164,7 @@ def test_stale_temp_files_are_removed_and_nothing_else(tmp_path: Path) -> None:
     assert remove_stale_temp_files(tmp_path / "missing") == []
 
 
-@pytest.mark.skipif(photo_mod.fcntl is None, reason="no flock on this platform")
+@pytest.mark.skipif(atomic.fcntl is None, reason="no flock on this platform")
 def test_a_live_write_is_never_taken_for_a_leftover(tmp_path: Path) -> None:
     """A second run cleaning the folder while the first one is writing (slowly) leaves its file alone,
     through the whole write including the rename."""

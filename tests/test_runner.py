@@ -22,9 +22,9 @@ from PIL import Image
 from torch import nn
 
 from deblurcli import photo as photo_io
+from deblurcli.atomic import TEMP_TAG
 from deblurcli.batch import Job, find_inputs, plan_jobs
-from deblurcli.errors import PhotoError
-from deblurcli.photo import TEMP_TAG, DiskFullError
+from deblurcli.errors import DiskFullError, OutputExistsError, PhotoError
 from deblurcli.runner import (
     WRITTEN_BY_OTHER_RUN,
     Outcome,
@@ -312,13 +312,24 @@ def test_describe_failure_is_one_line_per_kind() -> None:
 
 
 def test_failure_outcome_turns_a_lost_race_into_a_skip(tmp_path: Path) -> None:
+    """Decided by the error's type, not its wording: a PhotoError that merely says "already exists" fails."""
     job = Job(tmp_path / "a.png", tmp_path / "out.png", Path("a.png"))
-    error = PhotoError("'out.png' already exists; pass --overwrite to replace it")
-    assert failure_outcome(job, error, settings()).status == "failed"  # no such file: a real failure
     job.dst.write_bytes(b"x")
-    assert (failure_outcome(job, error, settings()).status, failure_outcome(job, error, settings()).reason) == (
+    lost = OutputExistsError("'out.png' already exists; pass --overwrite to replace it")
+    assert (failure_outcome(job, lost, settings()).status, failure_outcome(job, lost, settings()).reason) == (
         "skipped", WRITTEN_BY_OTHER_RUN)
-    assert failure_outcome(job, error, settings(overwrite=True)).status == "failed"
+    assert failure_outcome(job, PhotoError(str(lost)), settings()).status == "failed"
+    assert failure_outcome(job, lost, settings(overwrite=True)).status == "failed"
+
+
+def test_a_write_that_loses_the_race_raises_output_exists(tmp_path: Path) -> None:
+    from deblurcli.atomic import atomic_write_bytes
+
+    target = tmp_path / "out.png"
+    target.write_bytes(b"theirs")
+    with pytest.raises(OutputExistsError):
+        atomic_write_bytes(target, b"ours", overwrite=False)
+    assert target.read_bytes() == b"theirs" and sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
 
 
 def test_empty_job_list_completes() -> None:

@@ -340,7 +340,7 @@ def dry_run_listing(jobs: list[Job], settings: Settings, reporter: Reporter) -> 
 def deblur_jobs(jobs: list[Job], session_options: dict[str, Any], settings: Settings, reporter: Reporter) -> tuple[list[Outcome], int, bool]:
     """Skip existing outputs, then run the rest through one Session: (outcomes, photos left unfinished by
     Ctrl-C, interrupted)."""
-    from deblurcli.photo import remove_stale_temp_files
+    from deblurcli.atomic import remove_stale_temp_files
 
     for folder in sorted({job.dst.parent for job in jobs}):
         # leftovers of a run killed outright (SIGKILL, power loss); live writes of another run are kept

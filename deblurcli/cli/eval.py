@@ -364,7 +364,7 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
     import numpy as np
     from PIL import Image
 
-    from deblurcli.photo import atomic_write_bytes
+    from deblurcli.atomic import atomic_write_bytes
 
     buffer = io.BytesIO()
     Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(buffer, format="PNG")
@@ -500,7 +500,7 @@ def to_json(report: Report) -> dict[str, Any]:
 
 
 def write_json(report: Report, path: Path) -> None:
-    from deblurcli.photo import atomic_write_bytes
+    from deblurcli.atomic import atomic_write_bytes
 
     text = json.dumps(to_json(report), indent=2, allow_nan=False)
     atomic_write_bytes(path, (text + "\n").encode("utf-8"))
@@ -512,7 +512,7 @@ def write_csv(report: Report, path: Path) -> None:
     Infinite PSNR is written ``inf`` (Python and pandas read it back as a float); n/a is an empty cell.
     """
     from deblurcli.metrics import METRICS
-    from deblurcli.photo import atomic_write_bytes
+    from deblurcli.atomic import atomic_write_bytes
 
     columns = [f"{scope}_{key}" for scope in SCOPES for key in METRICS]
 

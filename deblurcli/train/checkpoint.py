@@ -36,7 +36,7 @@ def checkpoint_path(run_dir: Path) -> Path:
 
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     """Atomically write ``state`` (plus format/version tags) to ``path``."""
-    from deblurcli.photo import atomic_write_bytes
+    from deblurcli.atomic import atomic_write_bytes
 
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "version": VERSION, **state}, buf)
@@ -65,10 +65,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def remove_stale_temps(run_dir: Path, export_names: tuple[str, ...]) -> list[Path]:
     """Delete temporary files a killed run left behind in ``run_dir`` and its checkpoint folder.
 
-    Only our own patterns are touched: photo.py's ``.<name>.deblurcli-tmp-XXXX`` (checkpoints) and the
+    Only our own patterns are touched: atomic.py's ``.<name>.deblurcli-tmp-XXXX`` (checkpoints) and the
     ``.<export>.XXXX.tmp`` files weights.save_generator writes before renaming an export.
     """
-    from deblurcli.photo import is_temp_file
+    from deblurcli.atomic import is_temp_file
 
     removed = []
     for folder in (Path(run_dir), Path(run_dir) / CHECKPOINT_DIR):
