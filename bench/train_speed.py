@@ -12,7 +12,8 @@ ratios stay meaningful:
     python bench/train_speed.py --devices cuda --batch-size 32 --steps 50
 
 A variant is ``auto`` (what ``deblur train`` does), ``fp32``, ``bf16`` or ``fp16``, optionally with
-``-nchw`` (channels-first memory layout instead of the trainer's channels-last). Photos come from
+``-nchw`` (channels-first memory layout instead of the trainer's channels-last) and ``-tN`` (N torch
+threads), e.g. ``auto-t1``. Photos come from
 ``--photos`` (default ``../shared/data/train`` when it exists), else random textures are generated in a
 temporary folder, which is enough for a speed figure.
 """
@@ -52,11 +53,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def set_variant(trainer: Trainer, variant: str, default: tuple[torch.dtype, bool]) -> None:
-    """Switch the trainer's autocast dtype and memory layout (the weights stay where they are)."""
-    precision, _, layout = variant.partition("-")
+def set_variant(trainer: Trainer, variant: str, default: tuple[torch.dtype, bool, int]) -> None:
+    """Switch the trainer's autocast dtype, memory layout and threads (the weights stay where they are)."""
+    precision, *flags = variant.split("-")
     dtype = default[0] if precision == "auto" else resolve_precision(precision, trainer.device)
-    channels_last = default[1] and layout != "nchw"
+    channels_last = default[1] and "nchw" not in flags
+    threads = [int(f[1:]) for f in flags if f.startswith("t") and f[1:].isdigit()]
+    torch.set_num_threads(threads[0] if threads else default[2])
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     trainer.dtype = trainer.recipe.dtype = dtype
     trainer.channels_last = channels_last
@@ -76,7 +79,7 @@ def measure(device: str, photos: Path, args: argparse.Namespace) -> list[dict[st
         )
         trainer = Trainer(opts, Console(file=io.StringIO()))
         trainer.t_start = time.monotonic()
-        dev, default = trainer.device, (trainer.dtype, trainer.channels_last)
+        dev, default = trainer.device, (trainer.dtype, trainer.channels_last, torch.get_num_threads())
         seconds = dict.fromkeys(variants, 0.0)
         for variant in variants:
             set_variant(trainer, variant, default)
@@ -101,8 +104,9 @@ def measure(device: str, photos: Path, args: argparse.Namespace) -> list[dict[st
             set_variant(trainer, variant, default)
             step_s = seconds[variant] / args.steps
             layout = "channels-last" if trainer.channels_last else "nchw"
+            setting = f"{str(trainer.dtype).replace('torch.', '')}, {layout}, {torch.get_num_threads()} threads"
             rows.append({
-                "device": name, "variant": f"{variant} ({str(trainer.dtype).replace('torch.', '')}, {layout})",
+                "device": name, "variant": f"{variant} ({setting})",
                 "samples_per_s": args.batch_size / step_s, "s_per_step": step_s, "data_share": batch_s / step_s,
             })
         return rows
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         for device in args.devices.split(","):
             for r in measure(device, photos, args):
                 print(
-                    f"{r['device']:<24} {r['variant']:<32} {r['samples_per_s']:7.2f} samples/s  "
+                    f"{r['device']:<24} {r['variant']:<44} {r['samples_per_s']:7.2f} samples/s  "
                     f"{r['s_per_step']:.3f} s/step  (crops + synthesis: {100 * float(r['data_share']):.0f}% of a step)"
                 )
     return 0

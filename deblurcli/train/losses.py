@@ -1,8 +1,9 @@
-"""Generator and discriminator losses, written to avoid the seed poster code's mistakes.
+"""Generator and discriminator losses, and the name tables ``deblur train --loss/--gan`` offer.
 
-* Pixel losses compare raw outputs with targets in [0, 1] (no per-image min-max normalisation).
+* Pixel losses compare raw outputs with targets in [0, 1] (no per-image min-max normalisation, which
+  would hide brightness errors).
 * LPIPS is always fed [0, 1] images with ``normalize=True``, which the package maps to the [-1, 1] its
-  backbone was trained on; the poster passed [0, 1] without it.
+  backbone was trained on.
 * Adversarial losses take raw critic scores (logits); the critic has no final sigmoid, so there is no
   double sigmoid, and the generator loss is computed on the *non-detached* fake so its gradient reaches G.
 * The WGAN-GP penalty is computed in fp32 with autocast off: the gradient-norm term squares small
