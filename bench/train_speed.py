@@ -53,58 +53,66 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def set_variant(trainer: Trainer, variant: str, default: tuple[torch.dtype, bool, int]) -> None:
-    """Switch the trainer's autocast dtype, memory layout and threads (the weights stay where they are)."""
+def set_variant(trainer: Trainer, variant: str) -> None:
+    """Give a fresh trainer a variant's autocast dtype and memory layout."""
     precision, *flags = variant.split("-")
-    dtype = default[0] if precision == "auto" else resolve_precision(precision, trainer.device)
-    channels_last = default[1] and "nchw" not in flags
-    threads = [int(f[1:]) for f in flags if f.startswith("t") and f[1:].isdigit()]
-    torch.set_num_threads(threads[0] if threads else default[2])
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    trainer.dtype = trainer.recipe.dtype = dtype
-    trainer.channels_last = channels_last
-    trainer.generator.to(memory_format=fmt)
-    if trainer.critic is not None:
-        trainer.critic.to(memory_format=fmt)
+    if precision != "auto":
+        trainer.dtype = trainer.recipe.dtype = resolve_precision(precision, trainer.device)
+    if "nchw" in flags:
+        trainer.channels_last = False
+        trainer.generator.to(memory_format=torch.contiguous_format)
+        if trainer.critic is not None:
+            trainer.critic.to(memory_format=torch.contiguous_format)
+
+
+def threads_of(variant: str, default: int) -> int:
+    found = [int(f[1:]) for f in variant.split("-")[1:] if f.startswith("t") and f[1:].isdigit()]
+    return found[0] if found else default
 
 
 def measure(device: str, photos: Path, args: argparse.Namespace) -> list[dict[str, float | str]]:
-    """samples/s of full training steps per variant and of batch preparation alone on ``device``."""
+    """samples/s of full training steps per variant and of batch preparation alone on ``device``.
+
+    Each variant gets its own trainer (model and optimiser state in its own layout), and the variants
+    take turns step by step."""
     variants = args.variants.split(",")
+    threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
-        opts = TrainOptions(
-            output=Path(tmp) / "run", synthetic=photos, arch=args.arch, batch_size=args.batch_size, crop=args.crop,
-            lpips=args.lpips, adv=args.adv, device=device, max_steps=10**9, warmup_steps=0,
-            val_count=1, val_crop=64, lpips_pretrained=not args.random_lpips, max_side=args.max_side,
-        )
-        trainer = Trainer(opts, Console(file=io.StringIO()))
-        trainer.t_start = time.monotonic()
-        dev, default = trainer.device, (trainer.dtype, trainer.channels_last, torch.get_num_threads())
-        seconds = dict.fromkeys(variants, 0.0)
-        for variant in variants:
-            set_variant(trainer, variant, default)
+        trainers = {}
+        for k, variant in enumerate(variants):
+            opts = TrainOptions(
+                output=Path(tmp) / f"run{k}", synthetic=photos, arch=args.arch, batch_size=args.batch_size,
+                crop=args.crop, lpips=args.lpips, adv=args.adv, device=device, max_steps=10**9, warmup_steps=0,
+                val_count=1, val_crop=64, lpips_pretrained=not args.random_lpips, max_side=args.max_side,
+            )
+            trainers[variant] = trainer = Trainer(opts, Console(file=io.StringIO()))
+            set_variant(trainer, variant)
+            torch.set_num_threads(threads_of(variant, threads))
             for _ in range(args.warmup):
                 trainer.train_step()
+        dev = next(iter(trainers.values())).device
+        seconds = dict.fromkeys(variants, 0.0)
         for _ in range(args.steps):
-            for variant in variants:
-                set_variant(trainer, variant, default)
+            for variant, trainer in trainers.items():
+                torch.set_num_threads(threads_of(variant, threads))
                 sync(dev)
                 t0 = time.perf_counter()
                 trainer.train_step()
                 sync(dev)
                 seconds[variant] += time.perf_counter() - t0
+        torch.set_num_threads(threads)
+        first = next(iter(trainers.values()))
         t0 = time.perf_counter()
         for _ in range(args.steps):
-            trainer.batch()
+            first.batch()
         sync(dev)
         batch_s = (time.perf_counter() - t0) / args.steps
-        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
         rows: list[dict[str, float | str]] = []
-        for variant in variants:
-            set_variant(trainer, variant, default)
+        for variant, trainer in trainers.items():
             step_s = seconds[variant] / args.steps
             layout = "channels-last" if trainer.channels_last else "nchw"
-            setting = f"{str(trainer.dtype).replace('torch.', '')}, {layout}, {torch.get_num_threads()} threads"
+            setting = f"{str(trainer.dtype).replace('torch.', '')}, {layout}, {threads_of(variant, threads)} threads"
             rows.append({
                 "device": name, "variant": f"{variant} ({setting})",
                 "samples_per_s": args.batch_size / step_s, "s_per_step": step_s, "data_share": batch_s / step_s,

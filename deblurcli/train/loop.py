@@ -5,8 +5,8 @@ One step, in order:
 1. a batch of random crops (flipped/rotated) from the in-memory bank; for ``--synthetic`` the blurry
    input is synthesised on the device from the sharp crop (with a margin that is cut off afterwards, so
    no sample shows padding-made blur at its border);
-2. ``fake = G(blurry)`` under autocast (bf16 on GPUs and on CPUs with native bf16, else fp32), with fp32
-   master weights, optimiser state and losses;
+2. ``fake = G(blurry)`` in channels-last layout under autocast (bf16 on GPUs, fp32 on the CPU unless
+   ``--precision bf16``), with fp32 master weights, optimiser state and losses;
 3. if the adversarial weight is non-zero, a critic step on ``[blurry, sharp]`` vs ``[blurry, fake.detach()]``
    with one DiffAugment draw shared by both, plus the fp32 gradient penalty for WGAN-GP;
 4. the generator step on pixel + LPIPS + adversarial loss, the adversarial term computed from the critic
@@ -53,18 +53,9 @@ from deblurcli.train.options import DEFAULT_MAX_STEPS, TrainOptions, TrainResult
 from deblurcli.train.stop import StopFlag
 from deblurcli.train.validation import autocast
 
-__all__ = ["EXPORTS", "Trainer", "TrainOptions", "TrainResult", "train", "training_precision"]
+__all__ = ["EXPORTS", "Trainer", "TrainOptions", "TrainResult", "train"]
 
 EXPORTS = ("best.safetensors", "last.safetensors")
-
-
-def training_precision(spec: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype for training: as for inference, ``auto`` is bf16 on GPUs and on CPUs that
-    compute bf16 natively (where it made CPU training steps about 2x faster, docs/performance.md);
-    weights, optimiser state, losses and the EMA stay fp32 either way."""
-    from deblurcli.devices import resolve_precision
-
-    return resolve_precision(spec, device, inference=True)
 
 
 class Trainer:
@@ -73,7 +64,7 @@ class Trainer:
     def __init__(self, opts: TrainOptions, console: Any | None = None, dist: distributed.Dist | None = None) -> None:
         from rich.console import Console
 
-        from deblurcli.devices import resolve_device
+        from deblurcli.devices import resolve_device, resolve_precision
 
         opts.validate()
         self.opts = opts
@@ -83,7 +74,7 @@ class Trainer:
         # Rank 0 speaks for the run; the others would only repeat it.
         self.console = (console or Console(stderr=True, soft_wrap=True)) if self.is_main else Console(quiet=True)
         self.device = dist.device if dist is not None else resolve_device(opts.device)
-        self.dtype = training_precision(opts.precision, self.device)
+        self.dtype = resolve_precision(opts.precision, self.device)
         self.run_dir = Path(opts.output)
         self.ckpt_path = ckpt.checkpoint_path(self.run_dir)
         state = self._on_main(self._read_state)
@@ -91,7 +82,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        # NHWC convolutions: faster on GPUs and, with oneDNN, on CPUs too (docs/performance.md).
+        # NHWC convolutions: faster on GPUs and, through oneDNN, on CPUs: 2.9x a CPU training step in fp32
+        # (docs/performance.md), where bf16 autocast in NHWC was slower than fp32 and so stays opt-in.
         self.channels_last = self.device.type in ("cuda", "cpu")
 
         torch.manual_seed(opts.seed)
