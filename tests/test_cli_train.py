@@ -84,7 +84,9 @@ def test_tiny_run_then_refuses_to_overwrite(tmp_path: Path, setup: tuple[Path, P
     args = [*base_args(photos, weights, run), "--adv", "0.01", "--max-steps", "2", "--val-every", "2"]
     result = CliRunner().invoke(group, args)
     assert result.exit_code == 0, result.output
-    assert (run / "best.safetensors").is_file() and (run / "last.safetensors").is_file()
+    assert (run / "last.safetensors").is_file()
+    # best.safetensors only for a model that beats the blurry input, which a random tiny model may not
+    assert (run / "best.safetensors").is_file() is ("not saved as best" not in result.output)
     assert (run / "checkpoints" / "last.pt").is_file() and (run / "log.csv").is_file()
     again = CliRunner().invoke(group, args)
     assert again.exit_code == 1 and "--resume" in again.output

@@ -24,7 +24,8 @@ from rich.console import Console
 from deblurcli.models.nafnet import NAFNet
 from deblurcli.train import checkpoint as ckpt
 from deblurcli.train import distributed, losses
-from deblurcli.train.loop import Trainer, TrainOptions
+from deblurcli.train.loop import Trainer
+from deblurcli.train.options import TrainOptions
 from deblurcli.weights import read_state_dict, save_generator
 
 #: the tiny run every process trains: NAFNet width 8, crops 32, batch 2, the WGAN-GP critic (so the gradient

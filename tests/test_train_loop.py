@@ -21,7 +21,8 @@ from deblurcli.errors import DeblurError
 from deblurcli.models.nafnet import NAFNet
 from deblurcli.train import checkpoint as ckpt
 from deblurcli.train import losses
-from deblurcli.train.loop import Trainer, TrainOptions, train
+from deblurcli.train.loop import Trainer, train
+from deblurcli.train.options import TrainOptions
 from deblurcli.weights import load_generator, read_state_dict, save_generator
 
 
@@ -218,7 +219,9 @@ def test_ctrl_c_writes_a_checkpoint(
 
 def test_exports_load_and_carry_metadata(tmp_path: Path, photos: Path, tiny_weights: Path) -> None:
     run = tmp_path / "run"
-    result = train(options(run, photos, tiny_weights, max_steps=4, val_every=2), quiet())
+    trainer = Trainer(options(run, photos, tiny_weights, max_steps=4, val_every=2), quiet())
+    trainer.val_input = {"psnr": 0.0, "ssim": 0.0}  # the random tiny model scores below the real input
+    result = trainer.run()
     assert result.best is not None and result.best_psnr is not None
     assert sorted(p.name for p in run.glob("*.safetensors")) == ["best.safetensors", "last.safetensors"]
     _, meta = read_state_dict(run / "last.safetensors")
@@ -242,7 +245,7 @@ def test_exported_weights_run_in_deblur(tmp_path: Path, photos: Path, tiny_weigh
     run = tmp_path / "run"
     train(options(run, photos, tiny_weights, max_steps=2, val_every=2), quiet())
     out = tmp_path / "out.png"
-    res = CliRunner().invoke(group, [str(photos / "p0.png"), "-o", str(out), "--weights", str(run / "best.safetensors"), "--device", "cpu"])
+    res = CliRunner().invoke(group, [str(photos / "p0.png"), "-o", str(out), "--weights", str(run / "last.safetensors"), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert Image.open(out).size == (96, 80)
 
@@ -263,6 +266,7 @@ def test_trains_on_pairs_with_pair_validation(tmp_path: Path, tiny_weights: Path
     trainer = Trainer(opts, quiet())
     assert trainer.bank.channels == 6 and len(trainer.val) == 3
     assert trainer.val[0][0].shape == (1, 3, 32, 32)  # centre crop of --val-crop
+    trainer.val_input = {"psnr": 0.0, "ssim": 0.0}  # the random tiny model scores below the real input
     result = trainer.run()
     assert result.steps == 2 and result.best_psnr is not None
     assert json.loads(read_state_dict(tmp_path / "run" / "best.safetensors")[1]["data"])["kind"] == "pairs"
@@ -285,3 +289,47 @@ def test_unreadable_photo_is_reported_and_left_out(tmp_path: Path, photos: Path,
     trainer = Trainer(options(tmp_path / "run", folder, tiny_weights), console)
     assert len(trainer.bank) + len(trainer.val) == 6
     assert "broken.jpg" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_first_progress_line_comes_after_the_first_step(tmp_path: Path, photos: Path, tiny_weights: Path) -> None:
+    console = quiet()
+    result = train(options(tmp_path / "run", photos, tiny_weights, max_steps=3, log_every=1000), console)
+    rows = [r for r in result.history if "samples_per_s" in r]
+    assert rows and rows[0]["step"] == 1 and rows[0]["samples_per_s"] > 0
+    assert "step 1/3" in console.file.getvalue()  # type: ignore[attr-defined]
+    assert (tmp_path / "run" / "log.csv").read_text().splitlines()[1].startswith("1,")
+
+
+def test_a_short_run_trains_at_its_learning_rate(tmp_path: Path, photos: Path, tiny_weights: Path) -> None:
+    result = train(options(tmp_path / "run", photos, tiny_weights, max_steps=5, log_every=1, warmup_steps=200,
+                           lr=1e-3), quiet())
+    lrs = [r["lr"] for r in result.history if "lr" in r]
+    assert lrs[0] == pytest.approx(1e-3)  # the default 200-step warm-up shrinks to 5 % of a 5-step run
+
+
+def test_a_model_below_the_blurry_input_is_never_best(tmp_path: Path, photos: Path, tiny_weights: Path) -> None:
+    console = quiet()
+    trainer = Trainer(options(tmp_path / "run", photos, tiny_weights, max_steps=2, val_every=1), console)
+    trainer.val_input = {"psnr": 99.0, "ssim": 1.0}  # an input no model beats
+    result = trainer.run()
+    assert result.best is None and result.best_psnr is None
+    assert (tmp_path / "run" / "last.safetensors").is_file() and not (tmp_path / "run" / "best.safetensors").exists()
+    assert "not saved as best" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_is_best_needs_the_best_so_far_and_the_input_beaten() -> None:
+    from deblurcli.train.validation import is_best
+
+    assert is_best({"psnr": 30.0}, None, {"psnr": 29.0})
+    assert not is_best({"psnr": 28.0}, None, {"psnr": 29.0})
+    assert not is_best({"psnr": 30.0}, 31.0, {"psnr": 29.0})
+    assert is_best({"psnr": 30.0}, None, None)
+
+
+def test_bf16_training_on_the_cpu_keeps_fp32_weights(tmp_path: Path, photos: Path, tiny_weights: Path) -> None:
+    trainer = Trainer(options(tmp_path / "run", photos, tiny_weights, precision="bf16", max_steps=2), quiet())
+    assert trainer.dtype == torch.bfloat16
+    values = [trainer.train_step() for _ in range(2)]
+    assert all(v is not None and math.isfinite(v["loss"]) for v in values)
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in trainer.generator.parameters())
+    assert all(p.dtype == torch.float32 for p in trainer.ema.parameters())

@@ -1,6 +1,6 @@
 """``deblur train``: fine-tune a generator (or train one from scratch) on pairs or on synthetic blur.
 
-A thin Click layer: options become a :class:`deblurcli.train.loop.TrainOptions` and the loop does the rest.
+A thin Click layer: options become a :class:`deblurcli.train.options.TrainOptions` and the loop does the rest.
 The run folder (``-o``) holds ``checkpoints/last.pt`` (resumable state), ``log.csv`` and the exported
 EMA weights ``best.safetensors`` / ``last.safetensors``, which ``deblur --weights`` and ``deblur eval
 --weights`` take directly.
@@ -18,6 +18,26 @@ import click
 from deblurcli.models import registry  # torch-free: the --arch choices come from its presets
 
 
+class TableChoice(click.Choice):
+    """A choice among the names of a table in :mod:`deblurcli.train.losses`, so a new loss is offered
+    by adding it there. The table is read on first use: ``deblur --help`` lists this command without
+    importing torch."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        super().__init__((), case_sensitive=True)
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from deblurcli.train import losses
+
+        return tuple(getattr(losses, self.table))
+
+    @choices.setter
+    def choices(self, value: object) -> None:  # click.Choice.__init__ assigns it; the table decides
+        pass
+
+
 @click.command("train")
 @click.option("--pairs", "pairs", type=click.Path(path_type=Path, file_okay=False), help="Folder of blurry/sharp pairs (blur/ + sharp/, GoPro, or side-by-side).")
 @click.option("--csv-pairs", type=click.Path(path_type=Path, dir_okay=False), help="CSV with blur,sharp columns instead of a folder layout.")
@@ -33,11 +53,11 @@ from deblurcli.models import registry  # torch-free: the --arch choices come fro
 @click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps (default 10000 when no --max-minutes).")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="Stop after this much training time (counted across --resume).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (default 1e-3 fresh, 1e-4 fine-tuning); cosine decay.")
-@click.option("--loss", "pixel_loss", type=click.Choice(["charbonnier", "l1"]), default="charbonnier", show_default=True, help="Pixel loss.")
+@click.option("--loss", "pixel_loss", type=TableChoice("PIXEL_LOSSES"), default="charbonnier", show_default=True, help="Pixel loss.")
 @click.option("--lpips", type=click.FloatRange(min=0), default=0.1, show_default=True, help="LPIPS weight (0 disables it).")
-@click.option("--lpips-net", type=click.Choice(["alex", "vgg"]), default="alex", show_default=True, help="LPIPS backbone (torchvision ImageNet weights, cached in $TORCH_HOME).")
+@click.option("--lpips-net", type=TableChoice("LPIPS_NETS"), default="alex", show_default=True, help="LPIPS backbone (torchvision ImageNet weights, cached in $TORCH_HOME).")
 @click.option("--adv", type=click.FloatRange(min=0), default=0.005, show_default=True, help="Adversarial weight (0 disables the critic).")
-@click.option("--gan", type=click.Choice(["wgan-gp", "lsgan", "hinge"]), default="wgan-gp", show_default=True, help="Adversarial loss.")
+@click.option("--gan", type=TableChoice("GAN_LOSSES"), default="wgan-gp", show_default=True, help="Adversarial loss.")
 @click.option("--diffaug", default="color,translation,cutout", show_default=True, help="DiffAugment policy for the critic (comma list, or none).")
 @click.option("--val-every", type=click.IntRange(min=1), default=1000, show_default=True, help="Validate (and export weights) every N steps.")
 @click.option("--val-count", type=click.IntRange(min=1), default=32, show_default=True, help="At most this many validation images.")
@@ -95,7 +115,8 @@ def command(
     from deblurcli.errors import DeblurError
     from deblurcli.train import distributed
     from deblurcli.train.diffaug import parse_policy
-    from deblurcli.train.loop import TrainOptions, train
+    from deblurcli.train.loop import train
+    from deblurcli.train.options import TrainOptions
 
     if side_by_side and csv_pairs is not None:
         raise click.UsageError("--side-by-side describes a folder of images; a CSV lists separate files")

@@ -221,13 +221,6 @@ def u8_to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0)
 
 
-def load_photos(
-    paths: Sequence[Path], max_side: int | None, min_side: int, problems: list[str] | None = None
-) -> list[torch.Tensor]:
-    """Sharp photos as H x W x 3 uint8, decoded in parallel; unreadable ones go to ``problems``."""
-    return decode_all(paths, lambda p: load_photo(p, max_side, min_side), problems)
-
-
 def load_pairs(
     pairs: Sequence[Pair], max_side: int | None, min_side: int, problems: list[str] | None = None
 ) -> list[torch.Tensor]:
@@ -275,3 +268,48 @@ def val_from_pairs(
 def split_stack(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A 6-channel (blur, sharp) stack -> (blur, sharp)."""
     return x[:, :3], x[:, 3:]
+
+
+def load_share(
+    items: list[Any], decode: Callable[[Any], torch.Tensor], problems: list[str], dist: Any, seed: int,
+    val_count: int, hold_out: bool,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], int, int]:
+    """Under torchrun: (this rank's training images, held-out images on rank 0, training and held-out
+    counts); ``hold_out`` False keeps every image for training (validation comes from elsewhere).
+
+    Each rank decodes every ``world_size``-th item, so loading is N times faster and each process holds
+    about 1/N of the dataset; the ranks then agree on which items were readable and split those exactly
+    as a single process would (same held-out set, whatever the number of processes). When there are
+    fewer training images than ranks, every rank trains on all of them.
+    """
+    from deblurcli.train import distributed
+
+    rank, world = dist.rank, dist.world_size
+    local: dict[int, torch.Tensor] = {}
+
+    def decode_mine() -> tuple[list[int], list[str]]:
+        found: list[str] = []
+        for i, img in decode_indexed(items[rank::world], decode, found):
+            local[rank + world * i] = img
+        return sorted(local), found
+
+    shares = distributed.gather(dist, decode_mine)
+    readable = sorted(i for ids, _ in shares for i in ids)
+    problems.extend(p for _, found in shares for p in found)
+    if hold_out:
+        train_pos, val_pos = split_holdout(len(readable), 0.05, val_count, seed)
+    else:
+        train_pos, val_pos = list(range(len(readable))), []
+    train_ids, val_ids = [readable[p] for p in train_pos], [readable[p] for p in val_pos]
+    owners = {shard_owner(i, world) for i in train_ids}
+    mine = train_ids if len(owners) < world else [i for i in train_ids if shard_owner(i, world) == rank]
+    needed = mine + (val_ids if dist.is_main else [])
+    missing = [i for i in dict.fromkeys(needed) if i not in local]
+
+    def decode_missing() -> None:  # readable on another rank, so an error here is an error
+        for k, img in decode_indexed([items[i] for i in missing], decode, None):
+            local[missing[k]] = img
+
+    distributed.gather(dist, decode_missing)
+    held_out = [local[i] for i in val_ids] if dist.is_main else []
+    return [local[i] for i in mine], held_out, len(train_ids), len(val_ids)

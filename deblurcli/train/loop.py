@@ -5,7 +5,8 @@ One step, in order:
 1. a batch of random crops (flipped/rotated) from the in-memory bank; for ``--synthetic`` the blurry
    input is synthesised on the device from the sharp crop (with a margin that is cut off afterwards, so
    no sample shows padding-made blur at its border);
-2. ``fake = G(blurry)`` under autocast (bf16 on GPUs, fp32 on the CPU);
+2. ``fake = G(blurry)`` in channels-last layout under autocast (bf16 on GPUs, fp32 on the CPU unless
+   ``--precision bf16``), with fp32 master weights, optimiser state and losses;
 3. if the adversarial weight is non-zero, a critic step on ``[blurry, sharp]`` vs ``[blurry, fake.detach()]``
    with one DiffAugment draw shared by both, plus the fp32 gradient penalty for WGAN-GP;
 4. the generator step on pixel + LPIPS + adversarial loss, the adversarial term computed from the critic
@@ -15,8 +16,9 @@ A non-finite loss or gradient never reaches the weights: the step is dropped, th
 last good in-memory snapshot and the learning rate is halved; after ``max_nan_retries`` failures in a row
 it stops with a message (the checkpoint on disk is the last good state).
 
-Wall-clock budgets (``--max-minutes``) count training time across resumes, and the cosine schedule follows
-whichever budget is further along, so a resumed run finishes its schedule where an uninterrupted one would.
+Wall-clock budgets (``--max-minutes``) count training time across resumes, and the schedule
+(:mod:`deblurcli.train.schedule`) follows whichever budget is further along, so a resumed run finishes
+its schedule where an uninterrupted one would.
 
 Under ``torchrun`` (see :mod:`deblurcli.train.distributed`) the same loop runs on every rank: G and the
 critic are wrapped in DistributedDataParallel (gradients averaged over ranks, so ``--batch-size`` is per
@@ -29,18 +31,14 @@ each step, so every rank takes the same branch.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import csv
-import dataclasses
 import json
 import math
-import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,172 +46,16 @@ from torch import nn
 from deblurcli.errors import DeblurError, WeightsError
 from deblurcli.train import checkpoint as ckpt
 from deblurcli.train import data as data_mod
-from deblurcli.train import distributed, losses
+from deblurcli.train import distributed, recipe, schedule, validation
 from deblurcli.train.diffaug import DiffAugment
+from deblurcli.train.log import Progress, RunLog, progress_line
+from deblurcli.train.options import DEFAULT_MAX_STEPS, TrainOptions, TrainResult, resolve_arch
+from deblurcli.train.stop import StopFlag
+from deblurcli.train.validation import autocast
 
-#: ``--arch`` spellings -> registry preset (``nafnet`` means the default small NAFNet).
-ARCH_ALIASES = {"nafnet": "nafnet-s"}
-#: CSV columns of ``<run>/log.csv`` (a fixed header, so resumed runs append compatible rows).
-LOG_COLUMNS = (
-    "step", "elapsed_s", "lr", "loss", "pixel", "lpips", "adv", "d_loss", "gp", "grad_norm",
-    "samples_per_s", "val_psnr", "val_ssim", "best_psnr",
-)
+__all__ = ["EXPORTS", "Trainer", "TrainOptions", "TrainResult", "train"]
+
 EXPORTS = ("best.safetensors", "last.safetensors")
-
-
-@dataclass
-class TrainOptions:
-    """Everything ``deblur train`` can be told; defaults are the documented CLI defaults."""
-
-    output: Path
-    synthetic: Path | None = None
-    pairs: Path | None = None
-    pairs_csv: Path | None = None
-    side_by_side: bool = False
-    val_pairs: Path | None = None
-    arch: str | None = None
-    model: str | None = None
-    weights: Path | None = None
-    batch_size: int = 8
-    crop: int = 256
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    lr: float | None = None
-    warmup_steps: int = 200
-    pixel_loss: str = "charbonnier"
-    lpips: float = 0.1
-    lpips_net: str = "alex"
-    adv: float = 0.005
-    gan: str = "wgan-gp"
-    diffaug: str = "color,translation,cutout"
-    d_lr: float = 1e-4
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0
-    val_every: int = 1000
-    val_count: int = 32
-    val_crop: int = 256
-    checkpoint_every: int = 1000
-    checkpoint_minutes: float = 10.0
-    log_every: int = 50
-    #: share of synthetic samples left unblurred (input = target), teaching the model to leave sharp photos
-    #: alone; None: ``BlurConfig``'s default.
-    sharp_prob: float | None = None
-    #: longest side kept when loading (None: 1024 for --synthetic, unlimited for pairs; 0: never shrink).
-    max_side: int | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    seed: int = 0
-    resume: bool = False
-    max_nan_retries: int = 5
-    #: test hook: LPIPS on a random backbone (no download); never exposed as a user option.
-    lpips_pretrained: bool = True
-
-    #: steps used when neither budget is given (documented in ``deblur train --help``).
-    DEFAULT_MAX_STEPS = 10_000
-
-    def validate(self) -> None:
-        sources = [s for s in (self.synthetic, self.pairs, self.pairs_csv) if s is not None]
-        if len(sources) != 1:
-            raise DeblurError("give exactly one of --synthetic DIR, --pairs DIR or --pairs-csv FILE")
-        if sum(x is not None for x in (self.arch, self.model, self.weights)) > 1:
-            raise DeblurError("--arch (fresh model), --model and --weights (start from weights) exclude each other")
-        if self.batch_size < 1 or self.crop < 16:
-            raise DeblurError("--batch-size must be >= 1 and --crop >= 16")
-        for name in ("max_steps", "val_every", "checkpoint_every", "log_every"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise DeblurError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise DeblurError("--max-minutes must be positive")
-        if self.sharp_prob is not None and not 0.0 <= self.sharp_prob < 1.0:
-            raise DeblurError("--sharp-prob must be in [0, 1)")
-        if self.lpips < 0 or self.adv < 0:
-            raise DeblurError("--lpips and --adv weights must be >= 0")
-        if self.pixel_loss not in losses.PIXEL_LOSSES:
-            raise DeblurError(f"unknown pixel loss {self.pixel_loss!r}: use {', '.join(losses.PIXEL_LOSSES)}")
-        if self.gan not in losses.GAN_KINDS:
-            raise DeblurError(f"unknown --gan {self.gan!r}: use {', '.join(losses.GAN_KINDS)}")
-        if self.lpips_net not in losses.LPIPS_NETS:
-            raise DeblurError(f"unknown --lpips-net {self.lpips_net!r}: use {', '.join(losses.LPIPS_NETS)}")
-
-
-@dataclass
-class TrainResult:
-    """How a run ended: steps done, best validation PSNR and where the weights are."""
-
-    steps: int
-    stopped: str
-    best_psnr: float | None
-    best_step: int | None
-    last: Path | None
-    best: Path | None
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def resolve_arch(name: str) -> tuple[str, dict[str, Any]]:
-    """``--arch`` -> (architecture, config) from the registry's presets (generators only)."""
-    from deblurcli.models.registry import GENERATORS, PRESETS
-
-    preset = ARCH_ALIASES.get(name, name)
-    if preset not in PRESETS or PRESETS[preset][0] not in GENERATORS:
-        choices = sorted({*ARCH_ALIASES, *(k for k, (a, _) in PRESETS.items() if a in GENERATORS)})
-        raise WeightsError(f"unknown --arch {name!r}: choose one of {', '.join(choices)}")
-    arch, config = PRESETS[preset]
-    return arch, copy.deepcopy(config)
-
-
-def cosine_factor(progress: float, warmup: float, floor: float = 1e-3) -> float:
-    """Learning-rate multiplier: linear warm-up (``warmup`` in [0, 1] of the way through it), then a
-    cosine from 1 down to ``floor`` as ``progress`` goes 0 -> 1."""
-    p = min(max(progress, 0.0), 1.0)
-    return min(1.0, warmup) * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
-
-
-class _StopFlag:
-    """SIGINT/SIGTERM set a flag checked between steps, so a checkpoint is written from a consistent
-    state; a second Ctrl-C interrupts immediately (the previous checkpoint is still intact)."""
-
-    #: Under torchrun a Ctrl-C reaches each worker twice (from the terminal and forwarded by the agent),
-    #: so there a second signal this soon after the first is the same request, not an impatient user.
-    DUPLICATE_WINDOW_S = 5.0
-
-    def __init__(self, distributed: bool = False) -> None:
-        self.reason: str | None = None
-        self._previous: dict[signal.Signals, Any] = {}
-        self._window = self.DUPLICATE_WINDOW_S if distributed else 0.0
-        self._first = 0.0
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.reason is not None:
-            if time.monotonic() - self._first < self._window:
-                return
-            raise KeyboardInterrupt
-        self.request("interrupted" if signum == signal.SIGINT else "terminated")
-
-    def request(self, reason: str) -> None:
-        """Stop at the next step boundary (a signal here, or one another rank received)."""
-        if self.reason is None:
-            self._first = time.monotonic()
-        self.reason = reason
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        except ValueError:  # not the main thread: signals stay with the caller
-            pass
-        try:
-            yield
-        finally:
-            for sig, handler in self._previous.items():
-                signal.signal(sig, handler)
-
-
-def _autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager[Any]:
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class Trainer:
@@ -240,7 +82,9 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.channels_last = self.device.type == "cuda"
+        # NHWC convolutions: faster on GPUs and, through oneDNN, on CPUs: 2.9x a CPU training step in fp32
+        # (docs/performance.md), where bf16 autocast in NHWC was slower than fp32 and so stays opt-in.
+        self.channels_last = self.device.type in ("cuda", "cpu")
 
         torch.manual_seed(opts.seed)
         self.gens = {
@@ -260,12 +104,8 @@ class Trainer:
 
         self._build_generator(state)
         self._build_critic(state)
-        self.lpips = (
-            losses.LPIPSLoss(opts.lpips_net, pretrained_backbone=opts.lpips_pretrained).to(self.device)
-            if opts.lpips > 0
-            else None
-        )
         self.diffaug = DiffAugment(opts.diffaug, self.gens["aug"])
+        self.recipe = recipe.Recipe(opts, self.device, self.dtype, self.diffaug, self.gens["gp"])
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         if state is not None:
             self._restore(state)
@@ -283,8 +123,8 @@ class Trainer:
         self.snapshot = self._capture()
         self.failures = 0
         self.clock = self.elapsed_before
-        self.log_fh: TextIO | None = None  # log.csv and TensorBoard: rank 0 opens them in run()
-        self.tb: Any = None
+        self.t_start = time.monotonic()  # run() restarts it; set here for steps taken outside run()
+        self.last_val_step = -1
 
     def _read_state(self) -> dict[str, Any] | None:
         """The checkpoint to resume from (None for a fresh run), after the "run exists" check."""
@@ -353,24 +193,10 @@ class Trainer:
         self.g_buffers = list(self.generator.buffers())
 
     def _build_critic(self, state: Mapping[str, Any] | None) -> None:
-        from deblurcli.models.registry import PRESETS, build
-
         self.critic: nn.Module | None = None
         self.d_opt: torch.optim.Optimizer | None = None
-        if self.opts.adv <= 0:
-            return
-        if state is not None and "critic" in state and state.get("gan") == self.opts.gan:
-            config = json.loads(state["critic_config"])
-        else:
-            # WGAN-GP's per-sample gradient penalty is invalid with BatchNorm and over-constrained with
-            # spectral norm; the other losses get spectral norm's Lipschitz bound for stability.
-            config = {**PRESETS["patchgan"][1], "norm": "none" if self.opts.gan == "wgan-gp" else "spectral"}
-        self.critic_config = config
-        self.critic = build("patchgan", config).to(self.device).train()
-        if self.channels_last:
-            self.critic = self.critic.to(memory_format=torch.channels_last)
-        betas = (0.0, 0.9) if self.opts.gan == "wgan-gp" else (0.5, 0.999)
-        self.d_opt = torch.optim.Adam(self.critic.parameters(), lr=self.opts.d_lr, betas=betas)
+        if self.opts.adv > 0:
+            self.critic, self.d_opt, self.critic_config = recipe.build_critic(self.opts, state, self.device, self.channels_last)
 
     def _restore(self, state: Mapping[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
@@ -405,62 +231,39 @@ class Trainer:
 
         opts = self.opts
         self.blur_cfg = BlurConfig() if opts.sharp_prob is None else BlurConfig(sharp_prob=opts.sharp_prob)
-        self.val: list[tuple[torch.Tensor, torch.Tensor]]
         # Synthetic crops carry a margin that is blurred then cut off (blur.py pads by reflection).
         self.margin = self.blur_cfg.kernel_size // 2 if opts.synthetic is not None else 0
-        val_crop = opts.val_crop or None
         problems: list[str] = []
         t0 = time.monotonic()
+        items, decode, description = self._data_source()
         # Decode everything first and split the readable images, so an unreadable file never leaves the
         # validation split empty; the split depends only on the seed and the readable files.
-        decode: Callable[[Any], torch.Tensor]
-        if opts.synthetic is not None:
-            items: list[Any] = self._on_main(lambda: data_mod.list_photos(opts.synthetic))
-            max_side = 1024 if opts.max_side is None else (opts.max_side or None)
-            min_side = opts.crop + 2 * self.margin
-            decode = lambda path: data_mod.load_photo(path, max_side, min_side)
-            description: dict[str, Any] = {"kind": "synthetic", "root": str(opts.synthetic), "max_side": max_side,
-                                           "blur": asdict(self.blur_cfg)}
-        else:
-            items = self._on_main(
-                lambda: data_mod.find_training_pairs(opts.pairs, opts.side_by_side, opts.pairs_csv, self.console)
-            )
-            decode = lambda pair: data_mod.load_pair_stack(pair, opts.max_side or None, opts.crop)
-            description = {"kind": "pairs", "root": str(opts.pairs or opts.pairs_csv), "side_by_side": opts.side_by_side,
-                           "max_side": opts.max_side or None}
+        hold_out = opts.val_pairs is None
         if self.dist is None:
             images = data_mod.decode_all(items, decode, problems)
-            if opts.val_pairs is None:
-                train_idx, val_idx = data_mod.split_holdout(len(images), 0.05, opts.val_count, opts.seed)
-            else:
-                train_idx, val_idx = list(range(len(images))), []
+            train_idx, val_idx = (
+                data_mod.split_holdout(len(images), 0.05, opts.val_count, opts.seed) if hold_out
+                else (list(range(len(images))), [])
+            )
             train_images, held_out = [images[i] for i in train_idx], [images[i] for i in val_idx]
             n_train, n_val = len(train_idx), len(val_idx)
             del images  # the bank holds its own packed copy
         else:
-            train_images, held_out, n_train, n_val = self._load_share(items, decode, problems)
+            train_images, held_out, n_train, n_val = data_mod.load_share(
+                items, decode, problems, self.dist, opts.seed, opts.val_count, hold_out
+            )
         for line in problems:
             self.console.print(f"[yellow]warning:[/] left out {escape(line)}", highlight=False)
         self.bank = data_mod.CropBank(train_images)
         del train_images
         description["photos" if opts.synthetic is not None else "pairs"] = n_train
-
-        def build_val() -> None:
-            if not self.is_main:  # rank 0 alone validates
-                self.val = []
-            elif opts.val_pairs is not None:
-                self.val = data_mod.val_from_pairs(opts.val_pairs, opts.side_by_side, val_crop, opts.val_count, self.console)
-            elif opts.synthetic is not None:
-                self.val = self._synthetic_val(held_out, val_crop)
-            else:
-                self.val = [data_mod.split_stack(data_mod.u8_to_float(data_mod.center_crop(x, val_crop))) for x in held_out]
-
+        self.val: validation.Pairs = []
         if self.dist is None:
-            build_val()
+            self._build_val(held_out)
         else:
-            distributed.gather(self.dist, build_val)  # a broken validation set stops every rank
+            distributed.gather(self.dist, lambda: self._build_val(held_out))  # a broken val set stops every rank
         description["val"] = str(opts.val_pairs) if opts.val_pairs is not None else f"{n_val} held out (seed {opts.seed})"
-        description["val_crop"] = val_crop or 0
+        description["val_crop"] = opts.val_crop
         self.data_description = description
         if self.device.type == "cuda" and self.bank.nbytes < 0.25 * torch.cuda.mem_get_info(self.device)[0]:
             self.bank.to(self.device)  # gather crops on the GPU: no host->device copy per step
@@ -470,67 +273,37 @@ class Trainer:
             f"data: {n_train} training {kind}{share} ({self.bank.nbytes / 2**20:.0f} MiB in memory), "
             f"{len(self.val)} validation images, loaded in {time.monotonic() - t0:.0f} s"
         )
-        self.val_input = self._score(self.val, None)
+        self.val_input = validation.score(self.val, None, self.device, self.dtype)
 
-    def _load_share(
-        self, items: list[Any], decode: Callable[[Any], torch.Tensor], problems: list[str]
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor], int, int]:
-        """Under torchrun: (this rank's training images, held-out images on rank 0, training and held-out
-        counts).
+    def _data_source(self) -> tuple[list[Any], Callable[[Any], torch.Tensor], dict[str, Any]]:
+        """(items to decode, how to decode one, the data description exported with the weights)."""
+        opts = self.opts
+        if opts.synthetic is not None:
+            root = opts.synthetic
+            items: list[Any] = self._on_main(lambda: data_mod.list_photos(root))
+            max_side = 1024 if opts.max_side is None else (opts.max_side or None)
+            min_side = opts.crop + 2 * self.margin
+            return items, lambda path: data_mod.load_photo(path, max_side, min_side), {
+                "kind": "synthetic", "root": str(root), "max_side": max_side, "blur": asdict(self.blur_cfg)}
+        items = self._on_main(
+            lambda: data_mod.find_training_pairs(opts.pairs, opts.side_by_side, opts.pairs_csv, self.console)
+        )
+        return items, lambda pair: data_mod.load_pair_stack(pair, opts.max_side or None, opts.crop), {
+            "kind": "pairs", "root": str(opts.pairs or opts.pairs_csv), "side_by_side": opts.side_by_side,
+            "max_side": opts.max_side or None}
 
-        Each rank decodes every ``world_size``-th item, so loading is N times faster and each process holds
-        about 1/N of the dataset; the ranks then agree on which items were readable and split those exactly
-        as a single process would (same held-out set, whatever the number of processes). When there are
-        fewer training images than ranks, every rank trains on all of them.
-        """
-        assert self.dist is not None
-        rank, world = self.dist.rank, self.dist.world_size
-        local: dict[int, torch.Tensor] = {}
-
-        def decode_mine() -> tuple[list[int], list[str]]:
-            found: list[str] = []
-            for i, img in data_mod.decode_indexed(items[rank::world], decode, found):
-                local[rank + world * i] = img
-            return sorted(local), found
-
-        shares = distributed.gather(self.dist, decode_mine)
-        readable = sorted(i for ids, _ in shares for i in ids)
-        problems.extend(p for _, found in shares for p in found)
-        if self.opts.val_pairs is None:
-            train_pos, val_pos = data_mod.split_holdout(len(readable), 0.05, self.opts.val_count, self.opts.seed)
+    def _build_val(self, held_out: list[torch.Tensor]) -> None:
+        """The fixed validation pairs (rank 0 alone validates)."""
+        opts = self.opts
+        val_crop = opts.val_crop or None
+        if not self.is_main:
+            self.val = []
+        elif opts.val_pairs is not None:
+            self.val = data_mod.val_from_pairs(opts.val_pairs, opts.side_by_side, val_crop, opts.val_count, self.console)
+        elif opts.synthetic is not None:
+            self.val = validation.synthetic_pairs(held_out, self.blur_cfg, self.margin, val_crop, opts.seed)
         else:
-            train_pos, val_pos = list(range(len(readable))), []
-        train_ids, val_ids = [readable[p] for p in train_pos], [readable[p] for p in val_pos]
-        owners = {data_mod.shard_owner(i, world) for i in train_ids}
-        mine = train_ids if len(owners) < world else [i for i in train_ids if data_mod.shard_owner(i, world) == rank]
-        needed = mine + (val_ids if self.is_main else [])
-        missing = [i for i in dict.fromkeys(needed) if i not in local]
-
-        def decode_missing() -> None:  # readable on another rank, so an error here is an error
-            for k, img in data_mod.decode_indexed([items[i] for i in missing], decode, None):
-                local[missing[k]] = img
-
-        distributed.gather(self.dist, decode_missing)
-        held_out = [local[i] for i in val_ids] if self.is_main else []
-        return [local[i] for i in mine], held_out, len(train_ids), len(val_ids)
-
-    def _synthetic_val(self, photos: list[torch.Tensor], val_crop: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Fixed validation pairs: centre crops of held-out photos, blurred once on the CPU with a seed of
-        their own (one image at a time, in order), so they are the same on every device and after every
-        resume. Each crop keeps the synthesis margin around it, cut off after blurring."""
-        from deblurcli.blur import synthesize
-
-        # No "leave it sharp" samples: one identical pair would make the mean PSNR infinite.
-        cfg = dataclasses.replace(self.blur_cfg, sharp_prob=0.0)
-        gen = torch.Generator().manual_seed(self.opts.seed + 10_007)
-        m = self.margin
-        val = []
-        for img in photos:
-            room = min(img.shape[0], img.shape[1]) - 2 * m
-            sharp = data_mod.u8_to_float(data_mod.center_crop(img, min(val_crop, room) + 2 * m if val_crop else room + 2 * m))
-            blurry = synthesize(sharp, cfg, gen)
-            val.append((blurry[..., m:-m, m:-m], sharp[..., m:-m, m:-m]) if m else (blurry, sharp))
-        return val
+            self.val = [data_mod.split_stack(data_mod.u8_to_float(data_mod.center_crop(x, val_crop))) for x in held_out]
 
     # ------------------------------------------------------------------------------------ state
 
@@ -601,7 +374,7 @@ class Trainer:
         the current step, shared with every rank (their clocks differ, their learning rates must not)."""
         return self.local_elapsed() if self.dist is None else self.clock
 
-    def _sync(self, stop: _StopFlag) -> None:
+    def _sync(self, stop: StopFlag) -> None:
         """Under torchrun, share rank 0's clock and any rank's stop request (one small all-reduce a step)."""
         if self.dist is None:
             return
@@ -638,31 +411,16 @@ class Trainer:
 
     def lr_factor(self) -> float:
         opts = self.opts
-        progress = 0.0
-        if opts.max_steps is not None:
-            progress = self.step / opts.max_steps
-        if opts.max_minutes is not None:
-            progress = max(progress, self.elapsed() / (opts.max_minutes * 60))
-        warm = (self.step + 1) / opts.warmup_steps if opts.warmup_steps > 0 else 1.0
-        return cosine_factor(progress, warm) * self.lr_scale
+        return self.lr_scale * schedule.lr_factor(self.step, self.elapsed(), max_steps=opts.max_steps,
+                                                  max_minutes=opts.max_minutes, warmup_steps=opts.warmup_steps)
 
     def _critic_step(self, blurry: torch.Tensor, sharp: torch.Tensor, fake: torch.Tensor) -> list[float] | None:
         """One critic update; returns [d_loss, gp] or None when it was not finite (nothing applied)."""
         assert self.critic is not None and self.d_opt is not None
-        critic, opts = self.critic, self.opts
+        critic = self.critic
         assert self.critic_train is not None
         critic.requires_grad_(True)
-        real_pair = torch.cat([blurry, sharp], dim=1)
-        fake_pair = torch.cat([blurry, fake.detach()], dim=1)
-        if self.diffaug:
-            params = self.diffaug.draw(real_pair.shape[0], real_pair.shape[2], real_pair.shape[3])
-            real_pair, fake_pair = self.diffaug(real_pair, params), self.diffaug(fake_pair, params)
-        with _autocast(self.device, self.dtype):
-            d_loss = losses.d_loss(opts.gan, self.critic_train(real_pair), self.critic_train(fake_pair))
-        gp = torch.zeros((), device=self.device)
-        if opts.gan == "wgan-gp":
-            # After augmentation the condition channels of both pairs are identical; penalise through the image.
-            gp = losses.gradient_penalty(critic, real_pair[:, :3], real_pair[:, 3:], fake_pair[:, 3:], self.gens["gp"])
+        d_loss, gp = self.recipe.critic_losses(self.critic_train, critic, blurry, sharp, fake)
         total = d_loss + gp
         self.d_opt.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
@@ -686,7 +444,7 @@ class Trainer:
             for group in self.d_opt.param_groups:
                 group["lr"] = opts.d_lr * factor
         blurry, sharp = self.batch()
-        with _autocast(self.device, self.dtype):
+        with autocast(self.device, self.dtype):
             fake = self.g_train(blurry)
         d_values = [0.0, 0.0]
         if self.critic is not None:
@@ -722,29 +480,8 @@ class Trainer:
         return values.tolist()  # type: ignore[no-any-return]
 
     def generator_losses(self, blurry: torch.Tensor, sharp: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The generator's loss terms (unweighted) and their weighted ``total``.
-
-        The adversarial term scores ``[blurry, fake]`` with ``fake`` *not* detached (the seed code's bug
-        was detaching it, so no adversarial gradient ever reached G), through a fresh DiffAugment draw.
-        """
-        opts = self.opts
-        zero = torch.zeros((), device=fake.device)
-        terms = {"pixel": losses.pixel_loss(opts.pixel_loss, fake, sharp), "lpips": zero, "adv": zero}
-        total = terms["pixel"]
-        if self.lpips is not None:
-            with _autocast(self.device, self.dtype):
-                terms["lpips"] = self.lpips(fake, sharp)
-            total = total + opts.lpips * terms["lpips"]
-        if self.critic is not None:
-            fake_pair = torch.cat([blurry, fake], dim=1)
-            if self.diffaug:
-                n, _, h, w = fake_pair.shape
-                fake_pair = self.diffaug(fake_pair, self.diffaug.draw(n, h, w))
-            with _autocast(self.device, self.dtype):
-                terms["adv"] = losses.g_loss(opts.gan, self.critic(fake_pair))
-            total = total + opts.adv * terms["adv"]
-        terms["total"] = total
-        return terms
+        """The generator's loss terms and their weighted ``total`` (see :class:`~.recipe.Recipe`)."""
+        return self.recipe.generator_losses(self.critic, blurry, sharp, fake)
 
     def _drop_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Discard a step's gradients; close the scaler's bookkeeping so the next ``unscale_`` is allowed."""
@@ -778,50 +515,23 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ validation
 
-    @torch.no_grad()
-    def _score(self, pairs: list[tuple[torch.Tensor, torch.Tensor]], model: nn.Module | None) -> dict[str, float]:
-        """Mean PSNR/SSIM of ``model`` (or of the blurry input, for None) over ``pairs``.
-
-        Same conventions as ``deblur eval`` (8-bit quantised output, per-image PSNR averaged in dB, SSIM
-        11x11 Gaussian window without downsampling), computed on the device with only these two metrics,
-        since validation runs often.
-        """
-        import piq
-
-        psnrs, ssims = [], []
-        for blurry, sharp in pairs:
-            x = blurry.to(self.device)
-            if model is None:
-                out = x
-            else:
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with _autocast(self.device, self.dtype):
-                    out = model(x)
-            out = quantize8(out.float())
-            ref = quantize8(sharp.to(self.device).float())
-            mse = float((out.double() - ref.double()).pow(2).mean())
-            psnrs.append(math.inf if mse == 0 else 10 * math.log10(1 / mse))
-            ssims.append(float(piq.ssim(out, ref, kernel_size=11, kernel_sigma=1.5, data_range=1.0, downsample=False)))
-        if not psnrs:
-            return {}
-        return {"psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims)}
-
     def validate(self) -> dict[str, float]:
-        """Score the EMA on the validation set and export it (rank 0 only; {} elsewhere)."""
+        """Score the EMA on the validation set and export it (rank 0 only; {} elsewhere). It becomes
+        ``best`` only when it beats both the best so far and the blurry input itself."""
         self.last_val_step = self.step
         if not self.is_main:
             return {}
-        scores = self._score(self.val, self.ema)
+        scores = validation.score(self.val, self.ema, self.device, self.dtype, self.channels_last)
         if not scores:
             return {}
-        improved = self.best_psnr is None or scores["psnr"] > self.best_psnr
+        improved = validation.is_best(scores, self.best_psnr, self.val_input)
         if improved:
             self.best_psnr, self.best_step = scores["psnr"], self.step
         self.export("last.safetensors", scores)
         if improved:
             self.export("best.safetensors", scores)
-        self._print_validation(scores, improved)
+        best = (self.best_psnr, self.best_step) if self.best_psnr is not None and self.best_step is not None else None
+        validation.print_table(self.console, self.step, len(self.val), scores, self.val_input, best, improved)
         return scores
 
     def export(self, name: str, scores: Mapping[str, float] | None) -> Path:
@@ -839,7 +549,7 @@ class Trainer:
             "data": self.data_description,
             "source": self.source,
             "crop": self.opts.crop,
-            "loss": self._loss_description(),
+            "loss": self.recipe.description(self.critic is not None),
             "trained_with": f"deblurcli {__version__}",
         }
         if scores:
@@ -848,63 +558,6 @@ class Trainer:
                 meta.update(val_input_psnr=round(self.val_input["psnr"], 4), val_input_ssim=round(self.val_input["ssim"], 5))
         save_generator(self.ema, path, meta)
         return path
-
-    def _loss_description(self) -> str:
-        opts = self.opts
-        parts = [opts.pixel_loss]
-        if self.lpips is not None:
-            parts.append(f"{opts.lpips:g}*lpips-{opts.lpips_net}")
-        if self.critic is not None:
-            parts.append(f"{opts.adv:g}*{opts.gan}" + (f"+diffaug({opts.diffaug})" if self.diffaug else ""))
-        return " + ".join(parts)
-
-    def _print_validation(self, scores: Mapping[str, float], improved: bool) -> None:
-        from rich.table import Table
-
-        table = Table(title=f"validation at step {self.step} ({len(self.val)} images)", title_justify="left")
-        table.add_column("")
-        table.add_column("PSNR (dB)", justify="right")
-        table.add_column("SSIM", justify="right")
-        if self.val_input:
-            table.add_row("blurry input", f"{self.val_input['psnr']:.2f}", f"{self.val_input['ssim']:.4f}")
-        table.add_row("model (EMA)", f"{scores['psnr']:.2f}", f"{scores['ssim']:.4f}")
-        if self.best_psnr is not None:
-            table.add_row(f"best (step {self.best_step})" + (" *new*" if improved else ""), f"{self.best_psnr:.2f}", "")
-        self.console.print(table)
-
-    # ------------------------------------------------------------------------------------ logging
-
-    def _open_log(self) -> None:
-        """Open ``log.csv`` for appending; on resume, rows past the checkpoint's step are dropped (that
-        work was lost with the kill and will be redone)."""
-        path = self.run_dir / "log.csv"
-        rows: list[dict[str, str]] = []
-        if self.opts.resume and path.exists():
-            with open(path, newline="", encoding="utf-8") as fh:
-                rows = [r for r in csv.DictReader(fh) if r.get("step", "").isdigit() and int(r["step"]) <= self.step]
-        with open(path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        self.log_fh = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 (closed in run())
-        self.log_writer = csv.DictWriter(self.log_fh, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-        self.tb = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step + 1)
-        except ImportError:  # tensorboard is optional
-            pass
-
-    def _log(self, row: dict[str, Any]) -> None:
-        assert self.log_fh is not None
-        clean = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-        self.log_writer.writerow(clean)
-        self.log_fh.flush()
-        if self.tb is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self.tb.add_scalar(key, value, row["step"])
 
     # ------------------------------------------------------------------------------------ run
 
@@ -915,81 +568,34 @@ class Trainer:
         return opts.max_minutes is None or self.elapsed() < opts.max_minutes * 60
 
     def run(self) -> TrainResult:
+        """Train until a budget is spent or a signal asks to stop; checkpoint and export on the way out."""
         opts = self.opts
         if opts.max_steps is None and opts.max_minutes is None:
-            opts.max_steps = TrainOptions.DEFAULT_MAX_STEPS
-        self.log_fh = None
-        self.tb = None
+            opts.max_steps = DEFAULT_MAX_STEPS
+        log: RunLog | None = None
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._open_log()
-        n_params = sum(p.numel() for p in self.generator.parameters())
-        procs = f" x {self.world_size} processes ({self.dist.backend})" if self.dist is not None else ""
-        self.console.print(
-            f"training {self.arch} ({n_params / 1e6:.2f} M params, from {self.source}) on {self.device}{procs} "
-            f"({str(self.dtype).replace('torch.', '')}), batch {opts.batch_size}{' per process' if procs else ''} "
-            f"x {opts.crop}², loss {self._loss_description()}, lr {self.base_lr:.1e}"
-            + (f", resuming at step {self.step}" if opts.resume else "")
-        )
-        if self.val_input:
-            self.console.print(f"validation input (blurry): PSNR {self.val_input['psnr']:.2f} dB, SSIM {self.val_input['ssim']:.4f}")
+            log = RunLog(self.run_dir, opts.resume, self.step)
+        self._announce()
         self.t_start = time.monotonic()
         self.clock = self.elapsed_before
         self.last_checkpoint_elapsed = self.elapsed()
         self.last_checkpoint_step = self.step
-        self.last_val_step = self.step if self.opts.resume else -1
-        stop = _StopFlag(distributed=self.dist is not None)
-        history: list[dict[str, Any]] = []
-        window: list[dict[str, float]] = []
-        t_window, last_print = time.monotonic(), time.monotonic()
-        stopped = "budget"
+        self.last_val_step = self.step if opts.resume else -1
+        stop = StopFlag(distributed=self.dist is not None)
         try:
             with stop.installed():
-                while True:
-                    self._sync(stop)
-                    if not self.budget_left():
-                        break
-                    if stop.reason:
-                        stopped = stop.reason
-                        break
-                    values = self.train_step()
-                    if values is None:
-                        self._recover()
-                        continue
-                    if self.failures and self.step - self.snapshot["step"] >= 100:
-                        self.failures = 0
-                    if self.step % 100 == 0:
-                        self.snapshot = self._capture()
-                    if self.is_main:  # the values are already averaged over ranks
-                        window.append(values)
-                        now = time.monotonic()
-                        if self.step % opts.log_every == 0 or now - last_print >= 60:
-                            row = self._summarise(window, now - t_window)
-                            history.append(row)
-                            self._log(row)
-                            self._print_progress(row)
-                            window, t_window, last_print = [], time.monotonic(), time.monotonic()
-                    if self.step % opts.val_every == 0:
-                        scores = self.validate()
-                        self._log_validation(scores, history)
-                        self.save_checkpoint()
-                    elif (
-                        self.step - self.last_checkpoint_step >= opts.checkpoint_every
-                        or self.elapsed() - self.last_checkpoint_elapsed >= opts.checkpoint_minutes * 60
-                    ):
-                        self.save_checkpoint()
+                stopped = self._train_until_stopped(stop, log)
             if stopped == "budget" and self.last_val_step != self.step:
-                self._log_validation(self.validate(), history)
+                self._log_validation(self.validate(), log)
             elif stopped != "budget":
                 self.export("last.safetensors", None)  # newest weights, not validated (the user stopped it)
             self.save_checkpoint()
             if not (self.run_dir / "last.safetensors").exists():
                 self.export("last.safetensors", None)
         finally:
-            if self.log_fh is not None:
-                self.log_fh.close()
-            if self.tb is not None:
-                self.tb.close()
+            if log is not None:
+                log.close()
         msg = {"budget": "finished", "interrupted": "interrupted (Ctrl-C)", "terminated": "terminated"}[stopped]
         self.console.print(
             f"{msg} at step {self.step}; checkpoint {self.ckpt_path}"
@@ -998,41 +604,63 @@ class Trainer:
         best = self.run_dir / "best.safetensors"
         return TrainResult(
             steps=self.step, stopped=stopped, best_psnr=self.best_psnr, best_step=self.best_step,
-            last=self.run_dir / "last.safetensors", best=best if best.exists() else None, history=history,
+            last=self.run_dir / "last.safetensors", best=best if best.exists() else None,
+            history=log.history if log is not None else [],
         )
 
-    def _summarise(self, window: list[dict[str, float]], seconds: float) -> dict[str, Any]:
-        n = max(1, len(window))
-        row: dict[str, Any] = {k: sum(v[k] for v in window) / n for k in window[0]} if window else {}
-        row.update(step=self.step, elapsed_s=round(self.elapsed(), 1),
-                   samples_per_s=len(window) * self.opts.batch_size * self.world_size / max(seconds, 1e-9))
-        return row
-
-    def _print_progress(self, row: Mapping[str, Any]) -> None:
+    def _announce(self) -> None:
         opts = self.opts
-        total = f"/{opts.max_steps}" if opts.max_steps is not None else ""
-        parts = [f"step {self.step}{total}", f"loss {row.get('loss', float('nan')):.4f}"]
-        if self.lpips is not None:
-            parts.append(f"lpips {row['lpips']:.4f}")
-        if self.critic is not None:
-            parts.append(f"adv {row['adv']:.3f} D {row['d_loss']:.3f}")
-        parts += [f"lr {row.get('lr', 0):.2e}", f"{row['samples_per_s']:.1f} samples/s", f"{self.elapsed() / 60:.1f} min"]
-        if opts.max_minutes is not None:
-            parts.append(f"of {opts.max_minutes:g}")
-        self.console.print(" | ".join(parts))
+        n_params = sum(p.numel() for p in self.generator.parameters())
+        procs = f" x {self.world_size} processes ({self.dist.backend})" if self.dist is not None else ""
+        self.console.print(
+            f"training {self.arch} ({n_params / 1e6:.2f} M params, from {self.source}) on {self.device}{procs} "
+            f"({str(self.dtype).replace('torch.', '')}), batch {opts.batch_size}{' per process' if procs else ''} "
+            f"x {opts.crop}², loss {self.recipe.description(self.critic is not None)}, lr {self.base_lr:.1e}"
+            + (f", resuming at step {self.step}" if opts.resume else "")
+        )
+        if self.val_input:
+            self.console.print(f"validation input (blurry): PSNR {self.val_input['psnr']:.2f} dB, SSIM {self.val_input['ssim']:.4f}")
 
-    def _log_validation(self, scores: Mapping[str, float], history: list[dict[str, Any]]) -> None:
-        if not scores:
+    def _train_until_stopped(self, stop: StopFlag, log: RunLog | None) -> str:
+        """The step loop; returns why it stopped ("budget", "interrupted" or "terminated")."""
+        opts = self.opts
+        progress = Progress(opts.log_every, opts.batch_size * self.world_size)
+        while True:
+            self._sync(stop)
+            if not self.budget_left():
+                return "budget"
+            if stop.reason:
+                return stop.reason
+            values = self.train_step()
+            if values is None:
+                self._recover()
+                continue
+            if self.failures and self.step - self.snapshot["step"] >= 100:
+                self.failures = 0
+            if self.step % 100 == 0:
+                self.snapshot = self._capture()
+            if log is not None:  # the values are already averaged over ranks
+                row = progress.add(self.step, values, self.elapsed())
+                if row is not None:
+                    log.write(row)
+                    self.console.print(progress_line(row, opts.max_steps, opts.max_minutes, self.elapsed(),
+                                                     self.recipe.lpips is not None, self.critic is not None))
+            t_aside = time.monotonic()
+            if self.step % opts.val_every == 0:
+                self._log_validation(self.validate(), log)
+                self.save_checkpoint()
+            elif (
+                self.step - self.last_checkpoint_step >= opts.checkpoint_every
+                or self.elapsed() - self.last_checkpoint_elapsed >= opts.checkpoint_minutes * 60
+            ):
+                self.save_checkpoint()
+            progress.exclude(time.monotonic() - t_aside)
+
+    def _log_validation(self, scores: Mapping[str, float], log: RunLog | None) -> None:
+        if not scores or log is None:
             return
-        row = {"step": self.step, "elapsed_s": round(self.elapsed(), 1), "val_psnr": scores["psnr"],
-               "val_ssim": scores["ssim"], "best_psnr": self.best_psnr}
-        history.append(row)
-        self._log(row)
-
-
-def quantize8(x: torch.Tensor) -> torch.Tensor:
-    """Clip to [0, 1] and round to 8 bits, as the output would be saved (see metrics.quantize8)."""
-    return (x.clamp(0, 1) * 255).round() / 255
+        log.write({"step": self.step, "elapsed_s": round(self.elapsed(), 1), "val_psnr": scores["psnr"],
+                   "val_ssim": scores["ssim"], "best_psnr": self.best_psnr})
 
 
 def train(opts: TrainOptions, console: Any | None = None) -> TrainResult:

@@ -1,8 +1,9 @@
-"""Generator and discriminator losses, written to avoid the seed poster code's mistakes.
+"""Generator and discriminator losses, and the name tables ``deblur train --loss/--gan`` offer.
 
-* Pixel losses compare raw outputs with targets in [0, 1] (no per-image min-max normalisation).
+* Pixel losses compare raw outputs with targets in [0, 1] (no per-image min-max normalisation, which
+  would hide brightness errors).
 * LPIPS is always fed [0, 1] images with ``normalize=True``, which the package maps to the [-1, 1] its
-  backbone was trained on; the poster passed [0, 1] without it.
+  backbone was trained on.
 * Adversarial losses take raw critic scores (logits); the critic has no final sigmoid, so there is no
   double sigmoid, and the generator loss is computed on the *non-detached* fake so its gradient reaches G.
 * The WGAN-GP penalty is computed in fp32 with autocast off: the gradient-norm term squares small
@@ -11,14 +12,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from deblurcli.errors import WeightsError
 
-PIXEL_LOSSES = ("charbonnier", "l1")
-GAN_KINDS = ("wgan-gp", "lsgan", "hinge")
 LPIPS_NETS = ("alex", "vgg")
 
 
@@ -31,15 +34,6 @@ def charbonnier(output: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -
 
 def l1(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(output.float(), target.float())
-
-
-def pixel_loss(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The reconstruction term by name (``charbonnier`` or ``l1``)."""
-    if kind == "charbonnier":
-        return charbonnier(output, target)
-    if kind == "l1":
-        return l1(output, target)
-    raise ValueError(f"unknown pixel loss {kind!r}: use {', '.join(PIXEL_LOSSES)}")
 
 
 class LPIPSLoss(nn.Module):
@@ -69,26 +63,69 @@ class LPIPSLoss(nn.Module):
         return self.net(output.float(), target.float(), normalize=True).mean()
 
 
+def _wgan_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return fake.mean() - real.mean()
+
+
+def _lsgan_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * ((real - 1).pow(2).mean() + fake.pow(2).mean())
+
+
+def _hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+
+def _mean_g(fake: torch.Tensor) -> torch.Tensor:
+    return -fake.mean()
+
+
+def _lsgan_g(fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (fake - 1).pow(2).mean()
+
+
+@dataclass(frozen=True)
+class GanLoss:
+    """One adversarial recipe: the critic's and the generator's losses on raw scores, and the critic it
+    wants (normalisation and Adam betas), so choosing ``--gan`` chooses all of them together."""
+
+    critic_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    generator_loss: Callable[[torch.Tensor], torch.Tensor]
+    #: WGAN-GP's per-sample gradient penalty is invalid with BatchNorm and over-constrained with spectral
+    #: norm; the other losses get spectral norm's Lipschitz bound for stability.
+    critic_norm: str
+    betas: tuple[float, float]
+    gradient_penalty: bool = False
+
+
+#: ``--loss`` choices: name -> loss(output, target). A new pixel loss is one function and one entry here.
+PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"charbonnier": charbonnier, "l1": l1}
+#: ``--gan`` choices: name -> recipe. A new adversarial loss is its functions and one entry here.
+GAN_LOSSES: dict[str, GanLoss] = {
+    "wgan-gp": GanLoss(_wgan_d, _mean_g, critic_norm="none", betas=(0.0, 0.9), gradient_penalty=True),
+    "lsgan": GanLoss(_lsgan_d, _lsgan_g, critic_norm="spectral", betas=(0.5, 0.999)),
+    "hinge": GanLoss(_hinge_d, _mean_g, critic_norm="spectral", betas=(0.5, 0.999)),
+}
+
+
+def _lookup(table: dict[str, Any], kind: str, what: str) -> Any:
+    if kind not in table:
+        raise ValueError(f"unknown {what} {kind!r}: use {', '.join(table)}")
+    return table[kind]
+
+
+def pixel_loss(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The reconstruction term by name (a key of :data:`PIXEL_LOSSES`)."""
+    return _lookup(PIXEL_LOSSES, kind, "pixel loss")(output, target)  # type: ignore[no-any-return]
+
+
 def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """Critic loss from raw scores on real and fake inputs (penalty for WGAN-GP added separately)."""
-    real, fake = real.float(), fake.float()
-    if kind == "wgan-gp":
-        return fake.mean() - real.mean()
-    if kind == "lsgan":
-        return 0.5 * ((real - 1).pow(2).mean() + fake.pow(2).mean())
-    if kind == "hinge":
-        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-    raise ValueError(f"unknown GAN loss {kind!r}: use {', '.join(GAN_KINDS)}")
+    return _lookup(GAN_LOSSES, kind, "GAN loss").critic_loss(real.float(), fake.float())  # type: ignore[no-any-return]
 
 
 def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
     """Generator adversarial loss from the critic's raw scores on the (non-detached) fake."""
-    fake = fake.float()
-    if kind in ("wgan-gp", "hinge"):
-        return -fake.mean()
-    if kind == "lsgan":
-        return 0.5 * (fake - 1).pow(2).mean()
-    raise ValueError(f"unknown GAN loss {kind!r}: use {', '.join(GAN_KINDS)}")
+    return _lookup(GAN_LOSSES, kind, "GAN loss").generator_loss(fake.float())  # type: ignore[no-any-return]
 
 
 def gradient_penalty(
