@@ -537,7 +537,7 @@ class Trainer:
     def export(self, name: str, scores: Mapping[str, float] | None) -> Path:
         """EMA weights with the metadata ``deblur``/``deblur eval`` and a reader of the file want (written
         by rank 0 only: the EMA is the same on every rank)."""
-        from deblurcli import __version__
+        from deblurcli._version import __version__
         from deblurcli.weights import save_generator
 
         path = self.run_dir / name

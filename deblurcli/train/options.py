@@ -6,7 +6,6 @@ importing torch-heavy code, and so every rule about a bad option lives in one pl
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,6 @@ from typing import Any
 from deblurcli.errors import DeblurError, WeightsError
 from deblurcli.train import losses
 
-#: ``--arch`` spellings -> registry preset (``nafnet`` means the default small NAFNet).
-ARCH_ALIASES = {"nafnet": "nafnet-s"}
 #: steps used when neither budget is given (documented in ``deblur train --help``).
 DEFAULT_MAX_STEPS = 10_000
 
@@ -110,11 +107,8 @@ class TrainResult:
 
 def resolve_arch(name: str) -> tuple[str, dict[str, Any]]:
     """``--arch`` -> (architecture, config) from the registry's presets (generators only)."""
-    from deblurcli.models.registry import GENERATORS, PRESETS
+    from deblurcli.models.registry import generator_choices, preset
 
-    preset = ARCH_ALIASES.get(name, name)
-    if preset not in PRESETS or PRESETS[preset][0] not in GENERATORS:
-        choices = sorted({*ARCH_ALIASES, *(k for k, (a, _) in PRESETS.items() if a in GENERATORS)})
-        raise WeightsError(f"unknown --arch {name!r}: choose one of {', '.join(choices)}")
-    arch, config = PRESETS[preset]
-    return arch, copy.deepcopy(config)
+    if name not in generator_choices():
+        raise WeightsError(f"unknown --arch {name!r}: choose one of {', '.join(generator_choices())}")
+    return preset(name)
