@@ -1,0 +1,197 @@
+"""The kernel path behind the Session and the CLI: the sharp-photo gate, auto's choice, known kernels.
+
+Small synthetic photos (shapes with edges of every angle, as in test_kernel_estimate.py) and a stand-in
+network that records its calls, so each test checks which path ran and what it did to the pixels.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from torch import nn
+
+from deblurcli import weights
+from deblurcli.blur import apply_kernels
+from deblurcli.cli import group
+from deblurcli.metrics import shift_tolerant_psnr
+from deblurcli.models.nafnet import NAFNet
+from deblurcli.session import Session, max_kernel_size
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Kernel estimation is many small FFTs: on a shared 2-core machine one thread is the faster choice."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Recorder(nn.Module):
+    """A network stand-in that leaves pixels alone and counts the photos it was given."""
+
+    size_multiple = 1
+    tile_margin = 0
+    config: ClassVar[dict] = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x
+
+
+def shapes(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Overlapping rectangles and discs of random grey levels, as an RGB float32 photo."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w), 0.5, dtype=np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for _ in range(60):
+        cy, cx, r, value = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(4, 22), rng.uniform(0.05, 0.95)
+        if rng.random() < 0.5:
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = value
+        else:
+            img[(abs(yy - cy) < r) & (abs(xx - cx) < rng.uniform(3, 20))] = value
+    return np.repeat(img[..., None], 3, axis=2)
+
+
+def blur(rgb: np.ndarray, kernel: np.ndarray, noise: float = 0.005, seed: int = 1) -> np.ndarray:
+    grey = torch.from_numpy(np.ascontiguousarray(rgb[..., 0]))[None, None]
+    out = apply_kernels(grey, torch.from_numpy(kernel)[None, None])[0, 0]
+    out = out + noise * torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+    return np.repeat(out.clamp(0, 1).numpy()[..., None], 3, axis=2)
+
+
+def bent_path() -> np.ndarray:
+    """A 7 px L-shaped camera-shake path with uneven weights."""
+    k = np.zeros((9, 9), np.float32)
+    k[2, 1:7] = [0.05, 0.08, 0.1, 0.12, 0.12, 0.1]
+    k[3:7, 6] = [0.1, 0.1, 0.08, 0.05]
+    return k / k.sum()
+
+
+def line(length: int, vertical: bool = False) -> np.ndarray:
+    k = np.zeros((length, length), np.float32)
+    k[length // 2] = 1.0 / length
+    return np.ascontiguousarray(k.T) if vertical else k
+
+
+def test_the_gate_returns_a_sharp_photo_bit_identical() -> None:
+    network = Recorder()
+    sharp = shapes(128, 128, seed=2)
+    session = Session("auto", module=network, device="cpu", precision="fp32")
+    network.calls = 0  # the tile planner's probe
+    result = session.deblur(sharp)
+    assert result.method == "unchanged" and np.array_equal(result.rgb, sharp)
+    assert network.calls == 0 and result.kernel is not None and "sharp" in " ".join(result.notes)
+
+
+def test_kernel_method_deconvolves_camera_shake() -> None:
+    truth = shapes(128, 128)
+    blurry = blur(truth, bent_path())
+    result = Session("kernel", device="cpu").deblur(blurry)  # searches up to 11 px on a 128 px photo
+    assert result.method == "kernel" and result.kernel is not None and result.kernel.shape[0] % 2 == 1
+    before, after = shift_tolerant_psnr(blurry, truth, 5), shift_tolerant_psnr(result.rgb, truth, 5)
+    assert after > before + 5.0, (before, after)
+
+
+def test_the_kernel_search_is_capped_by_the_photo_size() -> None:
+    assert max_kernel_size(35, (128, 200)) == 11
+    assert max_kernel_size(35, (3000, 4000)) == 35
+    assert max_kernel_size(35, (40, 40)) == 7
+    assert max_kernel_size(20, (1000, 1000)) == 19
+
+
+def test_auto_hands_spatially_varying_blur_to_the_network() -> None:
+    """Left half shaken horizontally, right half vertically (a moving subject): no single kernel explains
+    the photo, the two estimation windows disagree, and auto uses the network rather than a wrong kernel."""
+    network = Recorder()
+    scene = shapes(256, 640, seed=5)
+    dynamic = scene.copy()
+    dynamic[:, :320] = blur(scene, line(9))[:, :320]
+    dynamic[:, 320:] = blur(scene, line(9, vertical=True))[:, 320:]
+    result = Session("auto", module=network, device="cpu").deblur(dynamic)
+    assert result.method == "network" and network.calls >= 1
+    assert result.confidence is not None and result.confidence < 0.5
+
+
+def test_a_known_kernel_is_used_as_given() -> None:
+    truth = shapes(96, 96, seed=3)
+    kernel = bent_path()
+    blurry = blur(truth, kernel)
+    result = Session(kernel=kernel * 7.0, device="cpu").deblur(blurry)  # any scale: it is normalised
+    assert result.method == "kernel" and result.confidence is None
+    assert np.allclose(result.rgb.shape, truth.shape)
+    assert shift_tolerant_psnr(result.rgb, truth, 5) > shift_tolerant_psnr(blurry, truth, 5) + 3.0
+
+
+def test_small_photos_go_to_the_network_without_an_estimate() -> None:
+    network = Recorder()
+    session = Session("auto", module=network, device="cpu", precision="fp32")
+    network.calls = 0  # the tile planner's probe
+    result = session.deblur(shapes(48, 200))
+    assert result.method == "network" and result.kernel is None and network.calls == 1
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    torch.manual_seed(0)
+    weights.save_generator(NAFNet(width=8, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1], local_pool=16), path, {})
+    return path
+
+
+def _png(path: Path, rgb: np.ndarray) -> Path:
+    Image.fromarray(np.rint(rgb * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_cli_reports_the_method_and_saves_the_kernel(tmp_path: Path, model_file: Path) -> None:
+    src = _png(tmp_path / "shaky.png", blur(shapes(128, 128), bent_path()))
+    result = CliRunner().invoke(
+        group, [str(src), "--method", "kernel", "--save-kernel", "--compare", "--json", "--weights", str(model_file)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["method"] == "kernel" and record["kernel_size"] >= 3 and 0.0 <= record["confidence"] <= 1.0
+    picture = tmp_path / "shaky_deblurred_kernel.png"
+    assert record["kernel"] == str(picture)
+    with Image.open(picture) as im:
+        assert im.mode == "L" and im.width == im.height == 8 * record["kernel_size"]
+    assert (tmp_path / "shaky_deblurred_compare.jpg").is_file()
+
+
+def test_cli_sharp_photo_comes_back_pixel_identical(tmp_path: Path, model_file: Path) -> None:
+    sharp = np.rint(shapes(128, 128, seed=2) * 255) / 255
+    src = _png(tmp_path / "sharp.png", sharp)
+    result = CliRunner().invoke(group, [str(src), "-v", "--weights", str(model_file)], catch_exceptions=False)
+    assert result.exit_code == 0 and "method unchanged" in result.stderr
+    with Image.open(src) as a, Image.open(tmp_path / "sharp_deblurred.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_cli_known_kernel_file_and_its_errors(tmp_path: Path, model_file: Path) -> None:
+    src = _png(tmp_path / "a.png", blur(shapes(96, 96), bent_path()))
+    np.save(tmp_path / "k.npy", bent_path())
+    ok = CliRunner().invoke(group, [str(src), "--kernel", str(tmp_path / "k.npy"), "--json"], catch_exceptions=False)
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["method"] == "kernel"
+    np.save(tmp_path / "bad.npy", -bent_path())
+    bad = CliRunner().invoke(group, [str(src), "--kernel", str(tmp_path / "bad.npy"), "-o", str(tmp_path / "b.png")], catch_exceptions=False)
+    assert bad.exit_code == 1 and bad.stderr.count("\n") == 1 and "negative" in bad.stderr and "Traceback" not in bad.output
+    clash = CliRunner().invoke(group, [str(src), "--kernel", str(tmp_path / "k.npy"), "--method", "network", "-o", str(tmp_path / "c.png")], catch_exceptions=False)
+    assert clash.exit_code == 2 and "--kernel" in clash.stderr
+    assert not (tmp_path / "b.png").exists() and not (tmp_path / "c.png").exists()

@@ -1,0 +1,130 @@
+"""Blind kernel estimation: recovery of a known blur, the do-no-harm gate, odd inputs, the region grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deblurcli.blur import apply_kernels
+from deblurcli.kernel.confidence import kernel_ncc, near_delta_mass, stopband_ratio
+from deblurcli.kernel.estimate import KernelEstimate, estimate_kernel, estimate_kernel_grid
+
+
+def shapes(size: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """A synthetic photo: overlapping rectangles and discs of random grey levels (edges of every angle)."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    img = np.full((h, w), 0.5, dtype=np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for _ in range(60):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        r = rng.uniform(4, 22)
+        value = rng.uniform(0.05, 0.95)
+        if rng.random() < 0.5:
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = value
+        else:
+            img[(abs(yy - cy) < r) & (abs(xx - cx) < rng.uniform(3, 20))] = value
+    return torch.from_numpy(img)
+
+
+def blurred(img: torch.Tensor, kernel: torch.Tensor, noise: float = 0.005, seed: int = 1) -> torch.Tensor:
+    out = apply_kernels(img[None, None], kernel[None, None])[0, 0]
+    gen = torch.Generator().manual_seed(seed)
+    return (out + noise * torch.randn(out.shape, generator=gen)).clamp(0, 1)
+
+
+def line(length: int, vertical: bool = False) -> torch.Tensor:
+    k = torch.zeros(length, length)
+    k[length // 2] = 1.0 / length
+    return k.T.contiguous() if vertical else k
+
+
+def bent_path() -> torch.Tensor:
+    """An L-shaped 7 px camera-shake path with uneven weights (not symmetric, not a box)."""
+    k = torch.zeros(9, 9)
+    k[2, 1:7] = torch.tensor([0.05, 0.08, 0.1, 0.12, 0.12, 0.1])
+    k[3:7, 6] = torch.tensor([0.1, 0.1, 0.08, 0.05])
+    return k / k.sum()
+
+
+def check_kernel(est: KernelEstimate) -> None:
+    k = est.kernel
+    assert k.dim() == 2 and k.shape[0] == k.shape[1] == est.size and est.size % 2 == 1
+    assert float(k.min()) >= 0 and abs(float(k.sum()) - 1) < 1e-4
+    assert 0.0 <= est.confidence <= 1.0
+
+
+def test_recovers_a_known_kernel():
+    truth = bent_path()
+    est = estimate_kernel(blurred(shapes((128, 128)), truth), max_size=11)
+    check_kernel(est)
+    assert kernel_ncc(est.kernel, truth) >= 0.8
+    assert not est.near_delta
+
+
+def test_gate_fires_on_a_sharp_photo_and_not_on_mild_blur():
+    img = shapes((128, 128), seed=2)
+    sharp = estimate_kernel(blurred(img, torch.ones(1, 1)), max_size=11)
+    check_kernel(sharp)
+    assert sharp.near_delta and sharp.confidence < 0.5
+    mild = estimate_kernel(blurred(img, line(5)), max_size=11)
+    assert not mild.near_delta
+    assert near_delta_mass(mild.kernel) < 0.8
+
+
+def test_near_delta_mass():
+    assert near_delta_mass(torch.ones(1, 1)) == pytest.approx(1.0)
+    assert near_delta_mass(torch.full((2, 2), 0.25)) == pytest.approx(1.0)
+    assert near_delta_mass(line(5)) == pytest.approx(0.6)
+    assert near_delta_mass(line(9)) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        torch.full((96, 96), 0.4),  # flat
+        torch.rand(40, 40, generator=torch.Generator().manual_seed(0)),  # tiny
+        torch.rand(128, 128, generator=torch.Generator().manual_seed(1)),  # pure noise
+        torch.ones(96, 128),  # saturated
+    ],
+    ids=["flat", "tiny", "noise", "saturated"],
+)
+def test_odd_images_return_low_confidence_with_a_note(image):
+    est = estimate_kernel(image)
+    check_kernel(est)
+    assert est.confidence < 0.5
+    assert est.notes and all(isinstance(n, str) and "\n" not in n for n in est.notes)
+
+
+def test_partly_saturated_photo_does_not_crash():
+    img = shapes((96, 96), seed=3)
+    img[:, :50] = 1.0
+    est = estimate_kernel(blurred(img, line(7)), max_size=11)
+    check_kernel(est)
+
+
+def test_rejects_a_colour_image():
+    with pytest.raises(ValueError):
+        estimate_kernel(torch.zeros(3, 64, 64))
+
+
+def test_grid_agreement_high_for_uniform_blur_and_lower_for_two_kernels():
+    img = shapes((96, 288), seed=4)
+    uniform = estimate_kernel_grid(blurred(img, line(7)), grid=(3, 1), max_size=11)
+    assert uniform.kernels.shape[0] == 3 and len(uniform.boxes) == 3 and uniform.grid == (1, 3)
+    assert 0.0 <= uniform.agreement <= 1.0
+    left, right = blurred(img, line(7)), blurred(img, line(7, vertical=True))
+    halves = torch.cat([left[:, :144], right[:, 144:]], dim=1)  # the outer regions see one kernel each
+    mixed = estimate_kernel_grid(halves, grid=(3, 1), max_size=11)
+    assert uniform.agreement >= 0.7
+    assert mixed.agreement < uniform.agreement - 0.2
+
+
+def test_stopband_ratio_tells_a_spurious_kernel_from_the_true_blur():
+    img = shapes((128, 128), seed=5)
+    streak = line(9)
+    truly_blurred = blurred(img, streak, noise=0.01)
+    sharp = (img + 0.01 * torch.randn(img.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    assert stopband_ratio(truly_blurred, streak, 0.01) < 3.0
+    assert stopband_ratio(sharp, streak, 0.01) > 10.0
