@@ -40,7 +40,7 @@ RAY_MISSING = "Ray is not installed: pip install 'deblurcli[ray]' (or pip instal
 #: Table columns of a result row, in order (``Outcome.as_dict``'s keys plus the job's place in the plan).
 COLUMNS = (
     "index", "input", "output", "status", "reason", "megapixels", "seconds", "model_seconds", "compare", "warnings",
-    "method", "kernel_size", "confidence", "kernel",
+    "method", "kernel_size", "confidence", "kernel", "decision",
 )
 
 
@@ -121,6 +121,7 @@ def _outcome(row: dict[str, Any]) -> Outcome:
         float(row["seconds"]), path(row["compare"]), list(json.loads(row["warnings"])), float(row["model_seconds"]),
         method=row["method"] or None, kernel_size=None if row["kernel_size"] is None else int(row["kernel_size"]),
         confidence=None if row["confidence"] is None else float(row["confidence"]), kernel=path(row["kernel"]),
+        decision=row["decision"] or None,
     )
 
 

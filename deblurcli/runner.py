@@ -115,6 +115,8 @@ class Outcome:
     kernel_size: int | None = None
     confidence: float | None = None
     kernel: Path | None = None
+    #: why that method was chosen (the last of ``Result.notes``), for ``-v`` and ``--json``
+    decision: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready record (paths as strings, times rounded to the millisecond)."""
@@ -132,6 +134,7 @@ class Outcome:
             "kernel_size": self.kernel_size,
             "confidence": None if self.confidence is None else round(self.confidence, 3),
             "kernel": None if self.kernel is None else str(self.kernel),
+            "decision": self.decision,
         }
 
     def as_json(self) -> str:
@@ -233,7 +236,7 @@ def _done(job: Job, photo: Photo, result: Result, seconds: float, model_seconds:
     return Outcome(
         job.src, job.dst, "done", None, width * height / 1e6, seconds, compare, [*photo.warnings, *warnings],
         model_seconds, method=result.method, kernel_size=result.kernel_size, confidence=result.confidence,
-        kernel=picture,
+        kernel=picture, decision=result.notes[-1] if result.notes else None,
     )
 
 

@@ -214,7 +214,7 @@ class Session:
         kernel = estimate.kernel.detach().cpu()
         choice = decide(estimate, method=self.method, has_network=has_network)
         common = {"kernel": kernel.numpy(), "confidence": estimate.confidence, "notes": [*estimate.notes, choice.reason]}
-        log.info("%s (kernel %d px, confidence %.2f): %s", choice.method, estimate.size, estimate.confidence, choice.reason)
+        log.debug("%s (kernel %d px, confidence %.2f): %s", choice.method, estimate.size, estimate.confidence, choice.reason)
         if choice.method == "unchanged":
             return Result(rgb.copy(), "unchanged", **common)
         if choice.method == "network":

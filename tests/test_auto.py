@@ -168,6 +168,7 @@ def test_cli_reports_the_method_and_saves_the_kernel(tmp_path: Path, model_file:
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert record["method"] == "kernel" and record["kernel_size"] >= 3 and 0.0 <= record["confidence"] <= 1.0
+    assert "kernel" in record["decision"]  # the reason for the choice, one line
     picture = tmp_path / "shaky_deblurred_kernel.png"
     assert record["kernel"] == str(picture)
     with Image.open(picture) as im:
@@ -179,7 +180,7 @@ def test_cli_sharp_photo_comes_back_pixel_identical(tmp_path: Path, model_file: 
     sharp = np.rint(shapes(128, 128, seed=2) * 255) / 255
     src = _png(tmp_path / "sharp.png", sharp)
     result = CliRunner().invoke(group, [str(src), "-v", "--weights", str(model_file)], catch_exceptions=False)
-    assert result.exit_code == 0 and "method unchanged" in result.stderr
+    assert result.exit_code == 0 and "method unchanged" in result.stderr and "the photo is sharp" in result.stderr
     with Image.open(src) as a, Image.open(tmp_path / "sharp_deblurred.png") as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))
 

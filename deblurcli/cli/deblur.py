@@ -270,6 +270,8 @@ def describe_method(outcome: Outcome) -> str:
         text += f", kernel {outcome.kernel_size} px"
     if outcome.confidence is not None:
         text += f", confidence {outcome.confidence:.2f}"
+    if outcome.decision:
+        text += f" ({outcome.decision})"
     return text
 
 
