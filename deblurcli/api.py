@@ -1,10 +1,11 @@
 """Python API: ``load_model`` and ``deblur_image`` for PIL images and numpy arrays.
 
 ``deblur_image`` gives back what it was given: a PIL image in the same mode (alpha, palette, 16-bit grey
-kept), or a numpy array of the same shape and dtype. Only the colour channels go through the network;
+kept), or a numpy array of the same shape and dtype. Only the colour channels are deblurred (by the method
+``auto`` picks, as the CLI does);
 alpha is carried through untouched, and grey images are run as RGB and turned back into grey with
 Pillow's own luma weights so that a grey photo stays grey. Photos on disk with their metadata are the CLI's
-business (``photo.py``); this module is for images a program already holds.
+business (:mod:`deblurcli.photo`); this module is for images a program already holds.
 
     >>> from deblurcli import deblur_image, load_model
     >>> model = load_model()                       # once; the default bundled model

@@ -2,8 +2,9 @@
 
 The command only parses options and drives the library: :mod:`deblurcli.batch` finds inputs, names
 outputs and picks this task's shard (``--shard I/N``), and :mod:`deblurcli.runner` does the per-file work
-(read with metadata, the engine, atomic write, compare strip), overlapping the decode and encode of the
-neighbouring photos with the model's work on the current one. The model is loaded once per run. What this
+(read with metadata, the Session's deblurring, atomic write, compare strip), overlapping the decode and encode
+of the neighbouring photos with the work on the current one. The Session (model, method, tile plan) is built
+once per run. What this
 module owns is the run's behaviour as the user sees it:
 
 * stdout carries only results (each written output's path, or one JSON object per file with ``--json``);
@@ -12,7 +13,7 @@ module owns is the run's behaviour as the user sees it:
   a full disk stops the batch, since every further write would fail too;
 * outputs that exist are skipped unless ``--overwrite``, so re-running an interrupted command finishes
   the rest; Ctrl-C stops at once, lists the finished files and exits 130, and leaves no partial file
-  (photo.py writes to a temporary file and renames it only when complete);
+  (atomic.py writes to a temporary file and renames it only when complete);
 * two runs on the same folder at once cooperate instead of clashing: each re-checks that an output is
   still missing before starting it, and an output that appears while it is working (written by the
   other run) counts as skipped, never as an error or a clobbered file.
