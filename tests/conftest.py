@@ -1,8 +1,10 @@
 """Setup shared by every test module."""
 
 import signal
+from collections.abc import Iterator
 
 import pytest
+import torch
 
 # A test run started in the background by a non-interactive shell (as CI harnesses may do) inherits
 # SIGINT as *ignored*, and so would every CLI process the tests start. The interrupt tests need Python's
@@ -14,3 +16,13 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 def _no_user_default_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """A user's ``DEBLUR_MODEL`` must not change which model the tests (and the CLIs they start) use."""
     monkeypatch.delenv("DEBLUR_MODEL", raising=False)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run torch single-threaded for a test: on a shared 2-core machine, OpenMP threads that wait for a busy
+    core made small-tensor work (kernel estimation's FFTs, tiny models) several to 30 times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -7,7 +7,6 @@ network that records its calls, so each test checks which path ran and what it d
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -26,13 +25,7 @@ from deblurcli.models.nafnet import NAFNet
 from deblurcli.session import Session, max_kernel_size
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Kernel estimation is many small FFTs: on a shared 2-core machine one thread is the faster choice."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # kernel estimation is many small FFTs
 
 
 class Recorder(nn.Module):

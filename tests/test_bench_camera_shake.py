@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,7 @@ import shake_kernels  # noqa: E402
 from deblurcli.blur import BlurConfig, apply_kernels, random_kernels  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one thread is 30x faster than two that wait for cores busy with other work (measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def top_mass_share(kernel: np.ndarray, fraction: float = 0.1) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -124,16 +123,6 @@ def test_cross_fade_hides_tile_boundaries() -> None:
     soft = deblur_array(model, rgb, device=CPU, tile=96, overlap=32)
     assert _max_step(hard) > 0.04  # without a cross-fade, each tile's own shift shows as a step
     assert _max_step(soft) < _max_step(rgb) + 0.006  # with it, no step beyond the photo's own gradient
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """The biggest test here runs single-threaded: on a shared 2-core machine, two OpenMP threads that
-    wait for a busy core make it several times slower, not faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_nafnet_local_pool_tiled_matches_whole(one_thread: None) -> None:
