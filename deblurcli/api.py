@@ -52,7 +52,9 @@ def load_model(name: str | None = None, weights: str | Path | None = None, devic
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_session(name: str, method: str, device: str, precision: str, tile: int | None, overlap: int) -> Session:
+def _cached_session(
+    name: str, method: str, device: str, precision: str, tile: int | None, overlap: int, strength: float
+) -> Session:
     """A Session for callers that do not pass a model, built once per set of options and kept.
 
     Keyed by the model's name, not "the default", so that a later change of ``$DEBLUR_MODEL`` loads the
@@ -60,7 +62,7 @@ def _cached_session(name: str, method: str, device: str, precision: str, tile: i
     """
     from deblurcli.session import Session
 
-    return Session(method, model=name, device=device, precision=precision, tile=tile, overlap=overlap)
+    return Session(method, model=name, device=device, precision=precision, tile=tile, overlap=overlap, strength=strength)
 
 
 def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
@@ -178,7 +180,7 @@ def deblur_image(
     """
     from PIL import Image
 
-    from deblurcli.engine import apply_strength, check_strength
+    from deblurcli.engine import check_strength
     from deblurcli.session import Session
     from deblurcli.weights import default_model_name
 
@@ -190,11 +192,11 @@ def deblur_image(
     else:
         raise PhotoError(f"deblur_image takes a PIL image or a numpy array, not {type(image).__name__}")
     if model is None:
-        session = _cached_session(default_model_name(), method, device, precision, tile, overlap)
+        session = _cached_session(default_model_name(), method, device, precision, tile, overlap, strength)
     else:
-        session = Session(method, module=model, device=device, precision=precision, tile=tile, overlap=overlap)
-    result = session.deblur(rgb)
-    out = result.rgb if result.method == "unchanged" else apply_strength(rgb, result.rgb, strength)
+        options = {"device": device, "precision": precision, "tile": tile, "overlap": overlap, "strength": strength}
+        session = Session(method, module=model, **options)
+    out = session.deblur(rgb).rgb
     if isinstance(image, Image.Image):
         return _join_pil(out, image, alpha)
     return _join_array(out, image, alpha, grey)
