@@ -318,6 +318,10 @@ def sharp_table(sharp: Mapping[str, Mapping[str, Any]], n: int) -> str:
 # ------------------------------------------------------------------------------------------ methods
 
 
+#: The kernel path's refiner for the Session-based methods (``--refiner``): "auto" is what the CLI uses.
+REFINER: dict[str, str] = {"refiner": "auto"}
+
+
 def _session_method(method: str, device: str) -> Method:
     """``deblur --method METHOD`` exactly as the CLI runs it (one Session, built once); records which path
     ran, the kernel's size and confidence, and why."""
@@ -325,7 +329,7 @@ def _session_method(method: str, device: str) -> Method:
     from deblurcli.session import Session
 
     keep_host_memory()  # as the CLI does
-    session = Session(method=method, device=device)
+    session = Session(method=method, device=device, refiner=REFINER["refiner"])
 
     def run(rgb: np.ndarray) -> tuple[np.ndarray, Info]:
         result = session.deblur(rgb)
@@ -469,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--refiner", default="auto", help="the kernel path's refiner: auto, none, a model name or a weights file")
     parser.add_argument("--no-sharp-check", action="store_true", help="skip the do-no-harm run on sharp photos")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--kernels-png", type=Path, metavar="FILE", help="write a picture of a dozen kernels and exit")
@@ -491,6 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    REFINER["refiner"] = args.refiner
     photos = load_photos(photo_paths(args.photos, args.limit), args.crop)
     methods, missing = build_methods(names, args.device)
     for name, why in missing.items():
@@ -514,6 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"error ({label}, {scope}): {line}")
     if args.json is not None:
         result["settings"] = {"photos": str(args.photos), "seed": args.seed, "crop": args.crop, "limit": args.limit,
+                              "refiner": args.refiner,
                               "noise": NOISE, "max_shift": MAX_SHIFT, "border": BORDER, "no_harm_db": NO_HARM_DB,
                               "unavailable": missing}
         text = json.dumps(_json_safe(result), indent=1, allow_nan=False)

@@ -151,6 +151,7 @@ def deblur_paths(
     weights: str | Path | None = None,
     kernel: str | Path | None = None,
     kernel_size: int = 35,
+    refiner: str = "auto",
     device: str = "auto",
     precision: str = "auto",
     tile: int | None = None,
@@ -196,6 +197,7 @@ def deblur_paths(
     session = {
         "method": method, "model": model, "weights": None if weights is None else str(Path(weights).absolute()),
         "kernel": None if kernel is None else str(Path(kernel).absolute()), "kernel_size": kernel_size,
+        "refiner": refiner if refiner in ("auto", "none") or not Path(refiner).suffix else str(Path(refiner).absolute()),
         "device": device, "precision": precision, "tile": tile, "overlap": overlap, "strength": strength,
     }
     if todo:

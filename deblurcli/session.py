@@ -8,7 +8,10 @@ builds a :class:`Session` and calls it per photo, as Real-ESRGAN's ``RealESRGANe
 2. the method: ``network`` (the learned generator), ``kernel`` (blind kernel estimation + non-blind
    deconvolution, :mod:`deblurcli.kernel`) or ``auto`` (per photo, :mod:`deblurcli.decide`);
 3. the generator, when the method may need it (loaded, moved to the device, eval mode, NHWC weights on
-   CPU/CUDA), and its tile plan (:mod:`deblurcli.tiling`: one probe forward pass for ``--tile auto``).
+   CPU/CUDA), and its tile plan (:mod:`deblurcli.tiling`: one probe forward pass for ``--tile auto``);
+4. the refiner, when the kernel method may run: a network that takes the deconvolution (its ringing,
+   amplified noise and small kernel errors) to a sharp photo (the catalogue's ``refine`` entry by default,
+   none when the catalogue ships none), with a tile plan of its own.
 
 Failures here are :class:`~deblurcli.errors.DeblurError` subclasses the caller shows as one line; nothing is
 read or written yet. Per photo, :meth:`Session.deblur` returns a :class:`Result` that says which method ran,
@@ -78,7 +81,8 @@ class Session:
     ``module`` is an already-built generator (the Python API's ``deblur_image(image, model)``): its device is
     used under ``device="auto"`` and its weights' memory layout is left as the caller has it. ``kernel`` is a
     known blur kernel (a PSF file, or a 2-D array): the photo is deconvolved with it, nothing is estimated.
-    ``kernel_size`` is the largest kernel the estimator looks for, in pixels of the photo.
+    ``kernel_size`` is the largest kernel the estimator looks for, in pixels of the photo. ``refiner``:
+    ``"auto"`` (the catalogue's refiner, if one is shipped), ``"none"``/None, a catalogue name, or a weights file.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class Session:
         strength: float = 1.0,
         kernel: str | Path | np.ndarray | torch.Tensor | None = None,
         kernel_size: int = 35,
+        refiner: str | Path | None = "auto",
     ) -> None:
         from deblurcli.devices import resolve_device, resolve_precision, set_threads
         from deblurcli.engine import check_strength
@@ -123,6 +128,11 @@ class Session:
         self.plan: TilePlan | None = None
         if self.method != "kernel":
             self._load_network(model, weights, module, tile, batch_size)
+        self.refiner: nn.Module | None = None
+        self.refiner_label = ""
+        self.refiner_plan: TilePlan | None = None
+        if self.method != "network":
+            self._load_refiner(refiner, tile, batch_size)
 
     # ------------------------------------------------------------------------------------------ set-up
 
@@ -144,6 +154,21 @@ class Session:
             self.model_label = str(weights) if weights is not None else str(name)
         self.plan = plan_tiles(self.model, self.device, tile=tile, overlap=self.overlap, batch_size=batch_size)
 
+    def _load_refiner(self, refiner: str | Path | None, tile: int | None, batch_size: int | None) -> None:
+        from deblurcli.engine import prepare_model
+        from deblurcli.tiling import plan_tiles
+        from deblurcli.weights import default_refiner_name, load_generator
+
+        if isinstance(refiner, str) and refiner.strip().lower() in ("auto", "none", ""):
+            refiner = default_refiner_name() if refiner.strip().lower() == "auto" else None
+        if refiner is None:
+            return
+        as_file = isinstance(refiner, Path) or Path(refiner).suffix.lower() in (".safetensors", ".pth", ".pt")
+        module = load_generator(weights=Path(refiner)) if as_file else load_generator(name=str(refiner))
+        self.refiner = prepare_model(module, self.device)
+        self.refiner_label = str(refiner)
+        self.refiner_plan = plan_tiles(self.refiner, self.device, tile=tile, overlap=self.overlap, batch_size=batch_size)
+
     def describe(self) -> str:
         """One line for ``-v``: what every photo of the run goes through."""
         precision = str(self.precision).replace("torch.", "")
@@ -152,6 +177,7 @@ class Session:
             parts += [f"model {self.model_label} ({type(self.model).__name__})", f"precision {precision}", self.plan.describe()]
         if self.method != "network":
             parts.append("known kernel" if self.known_kernel is not None else f"kernels up to {self.kernel_size} px")
+            parts.append(f"refiner {self.refiner_label}" if self.refiner is not None else "no refiner")
         return ", ".join(parts)
 
     # ---------------------------------------------------------------------------------------- per photo
@@ -167,7 +193,8 @@ class Session:
         if self.method == "network":
             result = Result(self.run_network(rgb, progress), "network")
         elif self.known_kernel is not None:
-            result = Result(self.run_kernel(rgb, self.known_kernel, None, progress), "kernel", self.known_kernel.numpy())
+            out = self.refine(self.run_kernel(rgb, self.known_kernel, None, progress), progress)
+            result = Result(out, "kernel", self.known_kernel.numpy())
         else:
             result = self._estimated(rgb, progress)
         if result.method != "unchanged":
@@ -183,6 +210,17 @@ class Session:
         return deblur_array(
             self.model, rgb, device=self.device, plan=self.plan, precision=self.precision, progress=progress,
             compile=self.compile,
+        )
+
+    def refine(self, deconvolved: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:
+        """The refiner over a deconvolution (with the network's precision); the input itself without one."""
+        from deblurcli.engine import deblur_array
+
+        if self.refiner is None or self.refiner_plan is None:
+            return deconvolved
+        return deblur_array(
+            self.refiner, deconvolved, device=self.device, plan=self.refiner_plan, precision=self.precision,
+            progress=progress, compile=self.compile,
         )
 
     def run_kernel(self, rgb: np.ndarray, kernel: torch.Tensor, noise: float | None, progress: ProgressFn | None = None) -> np.ndarray:
@@ -220,7 +258,7 @@ class Session:
         if choice.method == "network":
             return Result(self.run_network(rgb, progress), "network", **common)
         noise = estimate.details.get("noise")
-        return Result(self.run_kernel(rgb, kernel, noise, progress), "kernel", **common)
+        return Result(self.refine(self.run_kernel(rgb, kernel, noise, progress), progress), "kernel", **common)
 
     def estimate(self, rgb: np.ndarray) -> KernelEstimate:
         """The blind kernel estimate of ``rgb`` (on its luma), for kernels up to the session's maximum size and

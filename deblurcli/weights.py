@@ -69,10 +69,15 @@ class ModelEntry:
     training_data: str = ""
     #: config overrides applied when running the model (e.g. NAFNet's ``local_pool``).
     for_inference: dict[str, Any] = field(default_factory=dict)
+    #: ``deblur``: maps a blurry photo to a sharp one (offered as ``--model``); ``refine``: maps the kernel
+    #: method's deconvolution (its ringing, noise and small kernel errors) to a sharp photo, run after it.
+    role: Literal["deblur", "refine"] = "deblur"
 
     def __post_init__(self) -> None:
         if self.source not in ("bundled", "hub") or (self.source == "hub" and not (self.repo_id and self.revision)):
             raise WeightsError(f"model {self.name!r}: a source must be 'bundled', or 'hub' with a repo_id and revision")
+        if self.role not in ("deblur", "refine"):
+            raise WeightsError(f"model {self.name!r}: role must be 'deblur' or 'refine', got {self.role!r}")
 
 
 def bundled_dir() -> Path:
@@ -124,9 +129,18 @@ def default_model_name() -> str:
         except WeightsError as exc:
             raise WeightsError(f"DEBLUR_MODEL: {exc}") from None
     for entry in _catalogue():
-        if entry.source == "bundled" and (bundled_dir() / entry.file).is_file():
+        if entry.role == "deblur" and entry.source == "bundled" and (bundled_dir() / entry.file).is_file():
             return entry.name
     return DEFAULT_MODEL
+
+
+def default_refiner_name() -> str | None:
+    """The refiner the kernel method runs after deconvolution by default: the first bundled, shipped
+    ``refine`` entry whose file is present; None when there is none (deconvolution output is returned)."""
+    for entry in _catalogue():
+        if entry.role == "refine" and entry.source == "bundled" and entry.shipped and (bundled_dir() / entry.file).is_file():
+            return entry.name
+    return None
 
 
 def is_cached(entry: ModelEntry) -> bool:

@@ -189,3 +189,57 @@ def test_cli_known_kernel_file_and_its_errors(tmp_path: Path, model_file: Path) 
     clash = CliRunner().invoke(group, [str(src), "--kernel", str(tmp_path / "k.npy"), "--method", "network", "-o", str(tmp_path / "c.png")], catch_exceptions=False)
     assert clash.exit_code == 2 and "--kernel" in clash.stderr
     assert not (tmp_path / "b.png").exists() and not (tmp_path / "c.png").exists()
+
+
+# ------------------------------------------------------------------------------------------ the refiner
+
+
+def test_the_refiner_runs_over_the_deconvolution(model_file: Path) -> None:
+    """Kernel path with a refiner = the refiner (the network engine, same tiling) applied to what the plain
+    kernel path returns; without one, the deconvolution comes back as it is."""
+    truth = shapes(96, 96, seed=3)
+    blurry = blur(truth, bent_path())
+    plain = Session(kernel=bent_path(), device="cpu", refiner="none")
+    refined = Session(kernel=bent_path(), device="cpu", precision="fp32", refiner=model_file)
+    assert plain.refiner is None and "no refiner" in plain.describe()
+    assert refined.refiner is not None and f"refiner {model_file}" in refined.describe()
+    deconvolved = plain.deblur(blurry).rgb
+    out = refined.deblur(blurry)
+    assert out.method == "kernel"
+    assert np.array_equal(out.rgb, refined.refine(deconvolved))
+    assert not np.allclose(out.rgb, deconvolved, atol=1e-3)  # a random NAFNet moves pixels
+
+
+def test_the_refiner_is_not_loaded_where_the_kernel_path_cannot_run(model_file: Path) -> None:
+    assert Session("network", module=Recorder(), device="cpu", refiner=model_file).refiner is None
+
+
+def test_auto_refiner_is_the_catalogues_and_none_when_it_ships_none(
+    model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deblurcli import weights
+
+    monkeypatch.setattr(weights, "default_refiner_name", lambda: None)
+    assert Session("kernel", device="cpu").refiner is None
+    loaded: list[str | None] = []
+
+    def fake_load(name: str | None = None, weights: Path | None = None) -> nn.Module:
+        loaded.append(name)
+        return Recorder()
+
+    monkeypatch.setattr(weights, "default_refiner_name", lambda: "shipped-refiner")
+    monkeypatch.setattr(weights, "load_generator", fake_load)
+    session = Session("kernel", device="cpu", precision="fp32")
+    assert loaded == ["shipped-refiner"] and session.refiner_label == "shipped-refiner"
+
+
+def test_cli_refiner_option(tmp_path: Path, model_file: Path) -> None:
+    src = _png(tmp_path / "a.png", blur(shapes(96, 96), bent_path()))
+    np.save(tmp_path / "k.npy", bent_path())
+    common = [str(src), "--kernel", str(tmp_path / "k.npy"), "-v", "--precision", "fp32"]
+    refined = CliRunner().invoke(group, [*common, "--refiner", str(model_file), "-o", str(tmp_path / "r.png")], catch_exceptions=False)
+    plain = CliRunner().invoke(group, [*common, "--refiner", "none", "-o", str(tmp_path / "p.png")], catch_exceptions=False)
+    assert refined.exit_code == plain.exit_code == 0, refined.output + plain.output
+    assert f"refiner {model_file}" in refined.stderr and "no refiner" in plain.stderr
+    with Image.open(tmp_path / "r.png") as r, Image.open(tmp_path / "p.png") as p:
+        assert not np.array_equal(np.asarray(r), np.asarray(p))

@@ -406,3 +406,28 @@ def test_models_download_errors_are_one_line(bundled: Path) -> None:
         result = CliRunner().invoke(group, args)
         assert result.exit_code == 1
         assert result.output.startswith("error: ") and result.output.count("\n") == 1
+
+
+def test_refiners_are_never_the_default_deblurring_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``refine`` entry maps deconvolutions, not blurry photos: the default model skips it, and the
+    default refiner is the first shipped refine entry whose file is present."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    entry = {"arch": "nafnet", "config": {}, "source": "bundled"}
+    catalogue = {"format": 1, "models": [
+        {**entry, "name": "refiner-a", "file": "a.safetensors", "role": "refine"},
+        {**entry, "name": "deblur-b", "file": "b.safetensors"},
+    ]}
+    (folder / "models.json").write_text(json.dumps(catalogue))
+    for name in ("a", "b"):
+        (folder / f"{name}.safetensors").write_bytes(b"x")
+    monkeypatch.setattr(weights, "bundled_dir", lambda: folder)
+    monkeypatch.delenv("DEBLUR_MODEL", raising=False)
+    assert weights.default_model_name() == "deblur-b"
+    assert weights.default_refiner_name() == "refiner-a"
+    (folder / "a.safetensors").unlink()
+    assert weights.default_refiner_name() is None
+    catalogue["models"][0]["role"] = "sharpen"
+    (folder / "models.json").write_text(json.dumps(catalogue))
+    with pytest.raises(WeightsError, match="role must be"):
+        weights.list_models()

@@ -51,6 +51,7 @@ def command(
     method: str,
     kernel: Path | None,
     kernel_size: int,
+    refiner: str,
     model_name: str | None,
     weights: Path | None,
     tile: int | None,
@@ -91,7 +92,7 @@ def command(
     try:
         outcomes = deblur_paths(
             inputs, output, recursive=recursive, method=method, model=model_name, weights=weights, kernel=kernel,
-            kernel_size=kernel_size, device=device, precision=precision, tile=tile, overlap=overlap,
+            kernel_size=kernel_size, refiner=refiner, device=device, precision=precision, tile=tile, overlap=overlap,
             strength=strength, compare=compare, save_kernel=save_kernel, overwrite=overwrite,
             allow_huge=allow_huge, quality=quality, address=address,
             cluster=ClusterOptions(actors, cpus_per_actor, gpus_per_actor),

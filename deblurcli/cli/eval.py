@@ -94,6 +94,7 @@ def command(
     method: str,
     kernel: Path | None,
     kernel_size: int,
+    refiner: str,
     model_name: str | None,
     weights: Path | None,
     outputs_dir: Path | None,
@@ -136,6 +137,7 @@ def command(
             method=method,
             kernel=kernel,
             kernel_size=kernel_size,
+            refiner=refiner,
             model_name=model_name,
             weights=weights,
             outputs_dir=outputs_dir,
@@ -183,6 +185,7 @@ def evaluate(
     weights: Path | None = None,
     kernel: Path | None = None,
     kernel_size: int = 35,
+    refiner: str = "auto",
     outputs_dir: Path | None = None,
     side_by_side: bool = False,
     csv_pairs: Path | None = None,
@@ -214,7 +217,7 @@ def evaluate(
         produce, source = _existing_outputs(outputs_dir, problems), {"outputs": str(outputs_dir)}
     else:
         produce, source = _session_outputs(
-            method=method, model=model_name, weights=weights, kernel=kernel, kernel_size=kernel_size, device=device,
+            method=method, model=model_name, weights=weights, kernel=kernel, kernel_size=kernel_size, refiner=refiner, device=device,
             precision=precision, tile=tile,
         )
     for line in problems[:10]:
@@ -274,6 +277,8 @@ def _session_outputs(**options: Any) -> tuple[Produce, dict[str, str]]:
             source["model"] = options["model"] or default_model_name()
         if options["weights"] is not None:
             source["weights"] = str(options["weights"])
+    if session.refiner is not None:
+        source["refiner"] = session.refiner_label
 
     def produce(_pair: Pair, blur: np.ndarray, _sharp: np.ndarray) -> tuple[np.ndarray, str | None]:
         result = session.deblur(blur)

@@ -44,8 +44,11 @@ def device_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def method_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--method``, ``--kernel``, ``--kernel-size``: how photos are deblurred (see docs/how_deblurcli_decides.md)."""
+    """``--method``, ``--kernel``, ``--kernel-size``, ``--refiner``: how photos are deblurred (see
+    docs/how_deblurcli_decides.md)."""
     from deblurcli.decide import METHODS
+
+    command = click.option("--refiner", default="auto", show_default=True, metavar="[auto|none|NAME|FILE]", help="Network run over the kernel method's deconvolution (auto: the catalogue's refiner, if one ships; none: the deconvolution as it is).")(command)
 
     command = click.option("--kernel-size", type=click.IntRange(3, 255), default=35, show_default=True, metavar="N", help="Largest camera-shake kernel to look for, in pixels of the photo.")(command)
     command = click.option("--kernel", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Deconvolve with this known blur kernel (a PNG or .npy PSF) instead of estimating one.")(command)
