@@ -57,3 +57,7 @@ class WeightsError(DeblurError):
 
 class PairsError(DeblurError):
     """Blurry/sharp training or evaluation pairs are missing, unpaired or mismatched."""
+
+
+class MissingExtraError(DeblurError):
+    """A command needs an optional dependency that is not installed; the line names the extra to install."""

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from deblurcli.errors import DeblurError
+from deblurcli.extras import require
 
 if TYPE_CHECKING:
     import torch
@@ -354,9 +355,9 @@ def image_metrics(
     about 1e-6 (measured; far below the 4 decimals reported) but made SSIM 4x slower on a CPU,
     and float64 is far slower still on consumer GPUs and absent on MPS. PSNR is float64 (numpy).
     """
-    import piq
     import torch
 
+    piq = require("piq", "eval")
     output, target = _prepare(output, target, crop_border, quantize)
     _check_shift(output.shape[0], output.shape[1], max_shift)
     dev = torch.device(device) if device is not None else torch.device("cpu")
@@ -435,22 +436,23 @@ def _how_to_provide(net: str) -> str:
     return f"put {url.rsplit('/', 1)[1]} (from {url}) in {lpips_backbone_path(net).parent}/ (set $TORCH_HOME to move it)"
 
 
-def make_lpips(net: str = "alex", *, random_backbone: bool = False) -> tuple[Any | None, str | None]:
+def make_lpips(net: str = "alex", *, random_backbone: bool = False, extra: str = "eval") -> tuple[Any | None, str | None]:
     """An ``lpips.LPIPS`` model in eval mode on the CPU, or ``(None, note)`` when it cannot be built.
 
     The backbone is torchvision's ImageNet checkpoint. If it is not cached, one download is tried with a
     short socket timeout (no retries), so an offline run loses seconds, not minutes, and then reports LPIPS
     as n/a with ``note`` saying how to provide the file. ``random_backbone=True`` builds LPIPS on a
     randomly initialised backbone (``pnet_rand=True``): meaningless numbers, but it needs no download,
-    which is what tests want. ``net="none"`` disables LPIPS.
+    which is what tests want. ``net="none"`` disables LPIPS. Without the lpips package this raises
+    :class:`~deblurcli.errors.MissingExtraError` naming ``extra``, the caller's extra that installs it.
     """
     if net == "none":
-        return None, "LPIPS not computed (--lpips-net none)"
+        return None, "LPIPS not computed (--no-lpips)"
     if net not in LPIPS_BACKBONE_URLS:
         raise DeblurError(f"unknown LPIPS backbone {net!r}: choose one of {', '.join(LPIPS_BACKBONE_URLS)}, none")
-    import lpips
     import torch
 
+    lpips = require("lpips", extra)
     if not random_backbone:
         path = lpips_backbone_path(net)
         if not path.is_file():

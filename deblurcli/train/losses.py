@@ -50,9 +50,9 @@ class LPIPSLoss(nn.Module):
             raise ValueError(f"unknown LPIPS net {net!r}: use {', '.join(LPIPS_NETS)}")
         from deblurcli.metrics import make_lpips
 
-        model, note = make_lpips(net, random_backbone=not pretrained_backbone)
+        model, note = make_lpips(net, random_backbone=not pretrained_backbone, extra="train")
         if model is None:
-            raise WeightsError(f"{note}; or pass --lpips 0 to train without LPIPS")
+            raise WeightsError(f"{note}; or pass --no-lpips to train without LPIPS")
         self.net = model
 
     def train(self, mode: bool = True) -> LPIPSLoss:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from deblurcli.extras import require
 from deblurcli.train import data as data_mod
 
 Pairs = list[tuple[torch.Tensor, torch.Tensor]]
@@ -59,8 +60,7 @@ def score(
     pairs: Pairs, model: nn.Module | None, device: torch.device, dtype: torch.dtype, channels_last: bool = False
 ) -> dict[str, float]:
     """Mean PSNR/SSIM of ``model`` (or of the blurry input, for None) over ``pairs``; {} without pairs."""
-    import piq
-
+    piq = require("piq", "train")
     psnrs, ssims = [], []
     for blurry, sharp in pairs:
         x = blurry.to(device)
