@@ -15,7 +15,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import os
 import re
 import sys
 
@@ -34,16 +33,15 @@ PRECISIONS: dict[str, torch.dtype] = {
     "half": torch.float16,
 }
 
-#: /proc/cpuinfo flags of CPUs that compute bf16 natively (x86 AVX512-BF16 and AMX, Arm's BF16 extension).
+#: Feature flags of CPUs that compute bf16 natively (x86 AVX512-BF16 and AMX, Arm's BF16 extension), as Linux
+#: spells them in /proc/cpuinfo; macOS answers the sysctl in :data:`MACOS_BF16_SYSCTL` instead.
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+MACOS_BF16_SYSCTL = b"hw.optional.arm.FEAT_BF16"
 
 #: glibc ``mallopt`` parameters (malloc.h): the free space kept at the top of the heap before it is given back
 #: to the OS, and the most chunks served by a private ``mmap``.
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
-
-#: Used when the free host memory cannot be read (non-Linux without sysconf support).
-FALLBACK_HOST_FREE_BYTES = 4 << 30
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -113,7 +111,11 @@ def _autocast_runs(device_type: str, index: int | None, dtype: torch.dtype) -> b
 
 @functools.cache
 def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags the kernel reports (``flags``/``Features`` in /proc/cpuinfo); empty elsewhere."""
+    """The CPU feature flags Linux reports (``flags``/``Features`` in /proc/cpuinfo); empty elsewhere.
+
+    psutil, which gives the memory figures below on every platform, has no CPU features; the kernel's list
+    is the one source on Linux, and macOS is asked through :func:`_macos_sysctl` instead.
+    """
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             for line in fh:
@@ -125,9 +127,26 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def _macos_sysctl(name: bytes) -> int | None:
+    """An integer sysctl of macOS (``hw.optional.*`` feature bits), or None where there is none."""
+    if sys.platform != "darwin":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.dylib")
+        value, size = ctypes.c_int64(0), ctypes.c_size_t(8)
+        if libc.sysctlbyname(name, ctypes.byref(value), ctypes.byref(size), None, ctypes.c_size_t(0)) != 0:
+            return None
+    except (OSError, AttributeError):
+        return None
+    return value.value
+
+
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (otherwise bf16 autocast is emulated, and slower)."""
-    return bool(cpu_flags() & NATIVE_BF16_FLAGS)
+    """Whether this CPU multiplies bf16 in hardware (otherwise bf16 autocast is emulated, and slower).
+
+    Windows offers no query for it, so there the answer is False and ``auto`` stays fp32: the safe side.
+    """
+    return bool(cpu_flags() & NATIVE_BF16_FLAGS) or bool(_macos_sysctl(MACOS_BF16_SYSCTL))
 
 
 def resolve_precision(spec: str, device: torch.device, *, inference: bool = False) -> torch.dtype:
@@ -187,19 +206,13 @@ def keep_host_memory() -> bool:
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
-def _host_free_bytes() -> int:
-    """Memory the OS can give us now: MemAvailable on Linux (counts reclaimable cache), else sysconf."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return FALLBACK_HOST_FREE_BYTES
+def host_available_bytes() -> int:
+    """Memory the OS can give this process now, reclaimable cache included, on Linux, macOS and Windows
+    alike (psutil's ``available``: MemAvailable on Linux, free + inactive pages on macOS, the available
+    physical memory on Windows)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
 
 
 def free_memory_bytes(device: torch.device) -> int:
@@ -211,5 +224,5 @@ def free_memory_bytes(device: torch.device) -> int:
     if device.type == "mps":
         # Unified memory: the Metal limit minus what the driver already holds, bounded by host free memory.
         limit = torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
-        return int(max(0, min(limit, _host_free_bytes())))
-    return _host_free_bytes()
+        return int(max(0, min(limit, host_available_bytes())))
+    return host_available_bytes()

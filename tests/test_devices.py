@@ -118,6 +118,31 @@ def test_free_host_memory_is_plausible() -> None:
     assert 16 << 20 < free < 1 << 50
 
 
+def test_free_host_memory_comes_from_psutil_not_proc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """psutil's figure, the same on Linux, macOS and Windows; /proc/meminfo is never read."""
+    import builtins
+
+    import psutil
+
+    real_open = builtins.open
+
+    def no_proc(path: object, *args: object, **kwargs: object) -> object:
+        assert not str(path).startswith("/proc/meminfo"), "read /proc/meminfo"
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_proc)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("Memory", (), {"available": 3 << 30})())
+    assert free_memory_bytes(CPU) == 3 << 30
+
+
+def test_native_bf16_is_asked_of_macos_where_there_is_no_cpuinfo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset())
+    monkeypatch.setattr(devices, "_macos_sysctl", lambda name: 1 if name == devices.MACOS_BF16_SYSCTL else None)
+    assert devices.cpu_has_native_bf16()
+    monkeypatch.setattr(devices, "_macos_sysctl", lambda _name: 0)
+    assert not devices.cpu_has_native_bf16()
+
+
 _HEAP_PROBE = """
 import ctypes, sys
 import torch
