@@ -61,3 +61,7 @@ class PairsError(DeblurError):
 
 class MissingExtraError(DeblurError):
     """A command needs an optional dependency that is not installed; the line names the extra to install."""
+
+
+class ConfigError(DeblurError):
+    """The settings file (``config.toml``) cannot be read or written, or holds a value of the wrong kind."""

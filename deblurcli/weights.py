@@ -62,6 +62,8 @@ class ModelEntry:
     description: str = ""
     published_quality: str = ""
     measured_quality: str = ""
+    #: the quality in a few words, for the one-line rows of ``deblur models``
+    quality_summary: str = ""
     #: False for a bundled entry whose weights have not been trained yet: its missing file is then expected,
     #: and the user is told to train one rather than to reinstall.
     shipped: bool = True
@@ -111,23 +113,38 @@ def get_entry(name: str) -> ModelEntry:
     for entry in _catalogue():
         if entry.name == name:
             return entry
-    names = ", ".join(e.name for e in _catalogue())
+    names = ", ".join(e.name for e in _catalogue() if is_trained(e))
     raise WeightsError(f"unknown model {name!r}; choose one of: {names} (or pass --weights FILE)")
 
 
-def default_model_name() -> str:
-    """The model used when none is named: ``$DEBLUR_MODEL`` when set, else the best model usable offline.
+def is_trained(entry: ModelEntry) -> bool:
+    """Whether ``entry`` has weights to run (a bundled model may be catalogued before it is trained);
+    untrained entries are not offered as choices."""
+    return entry.shipped or is_cached(entry)
 
-    The environment variable lets a user pick a model once for every command and the Python API (for example
-    ``nafnet-s-free``, whose training data are all freely licensed). Without it: the first bundled entry whose
-    file is present, else ``DEFAULT_MODEL``.
+
+def default_model_name() -> str:
+    """The model used when none is named: ``$DEBLUR_MODEL`` when set, else the one ``deblur models default
+    NAME`` saved in the settings file, else the best model usable offline.
+
+    Both let a user pick a model once for every command and the Python API (for example ``nafnet-s-free``,
+    whose training data are all freely licensed); the variable wins, so one shell or job can differ. Without
+    either: the first bundled entry whose file is present, else ``DEFAULT_MODEL``.
     """
+    from deblurcli.config import config_path, default_model
+
     chosen = os.environ.get("DEBLUR_MODEL", "").strip()
     if chosen:
         try:
             return get_entry(chosen).name
         except WeightsError as exc:
             raise WeightsError(f"DEBLUR_MODEL: {exc}") from None
+    saved = default_model()
+    if saved:
+        try:
+            return get_entry(saved).name
+        except WeightsError as exc:
+            raise WeightsError(f"{config_path()}: {exc}; change it with 'deblur models default NAME'") from None
     for entry in _catalogue():
         if entry.role == "deblur" and entry.source == "bundled" and (bundled_dir() / entry.file).is_file():
             return entry.name
@@ -174,10 +191,16 @@ def _checksum_problem(path: Path, entry: ModelEntry) -> str | None:
 
 
 def _hub_download(entry: ModelEntry, progress: bool) -> Path:
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import constants, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
+    from deblurcli.hub import not_cached_message, unreachable
+
+    url = hf_hub_url(entry.repo_id or "", entry.file, revision=entry.revision)
+    if not constants.HF_HUB_OFFLINE and not is_cached(entry) and (why := unreachable(constants.ENDPOINT)):
+        # before the client's retries with back-off, which would make an offline run wait 26 s for this line
+        raise WeightsError(not_cached_message(entry.name, entry.file, url, f"{constants.ENDPOINT} cannot be reached ({why})"))
     where = f"{entry.file} from {entry.repo_id}@{(entry.revision or '')[:12]}"
     reenable = not progress and not are_progress_bars_disabled()
     if reenable:
@@ -190,10 +213,7 @@ def _hub_download(entry: ModelEntry, progress: bool) -> Path:
         return Path(hf_hub_download(entry.repo_id or "", entry.file, revision=entry.revision))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled):
         reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} cannot be reached"
-        raise WeightsError(
-            f"model {entry.name!r} is not in the Hugging Face cache and {reason}; run 'deblur models download "
-            f"{entry.name}' while online, or pass --weights FILE"
-        ) from None
+        raise WeightsError(not_cached_message(entry.name, entry.file, url, reason)) from None
     except HfHubHTTPError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"cannot download {where}: {first}") from None

@@ -13,9 +13,12 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
-def _no_user_default_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A user's ``DEBLUR_MODEL`` must not change which model the tests (and the CLIs they start) use."""
+def _no_user_default_model(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A user's ``DEBLUR_MODEL`` or saved default (``deblur models default``, in the platform's config folder,
+    which platformdirs finds through ``XDG_CONFIG_HOME`` on Linux) must not change which model the tests
+    (and the CLIs they start) use; each test gets an empty config folder of its own."""
     monkeypatch.delenv("DEBLUR_MODEL", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
 
 
 @pytest.fixture

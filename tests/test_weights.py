@@ -90,9 +90,10 @@ def test_bundled_dir_is_the_repo_weights_folder_in_a_source_install() -> None:
     assert weights.bundled_dir() == REPO_CATALOGUE.parent
 
 
-def test_unknown_model_lists_the_names() -> None:
-    with pytest.raises(WeightsError, match="unknown model 'sharpest'; choose one of: nafnet-s, nafnet-s-free, dgf-light"):
+def test_unknown_model_lists_the_names_of_trained_models() -> None:
+    with pytest.raises(WeightsError, match="unknown model 'sharpest'; choose one of: nafnet-s, nafnet-s-free, nafnet-gopro-w32") as info:
         get_entry("sharpest")
+    assert "dgf-light" not in str(info.value)  # catalogued, but not trained yet: not offered
 
 
 def test_default_is_the_first_bundled_model_present(bundled: Path) -> None:
@@ -364,17 +365,18 @@ def test_models_command_json_and_table(bundled: Path) -> None:
     result = CliRunner().invoke(group, ["models", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["default"] == "nafnet-s"
+    assert data["default"] == "nafnet-s" and data["default_from"] == "best model available offline"
     rows = {row["name"]: row for row in data["models"]}
     assert round(rows["nafnet-gopro-w64"]["params"] / 1e6, 1) == 67.9
     assert rows["nafnet-s"]["cached"] is False and rows["nafnet-gopro-w32"]["cached"] is False
+    assert rows["dgf-light"]["trained"] is False and rows["nafnet-s"]["trained"] is True
+    assert rows["nafnet-s-free"]["training_data"].startswith("44 freely licensed photos only")
     table = CliRunner().invoke(group, ["models"], env={"COLUMNS": "200"})
     assert table.exit_code == 0
     for name in rows:
         assert name in table.output
-    assert "missing" in table.output and "not trained" in table.output and "33.71 dB" in table.output
-    assert rows["nafnet-s-free"]["training_data"].startswith("44 freely licensed photos only")
-    assert "freely licensed photos only" in table.output and "non-commercial" in table.output
+    assert "missing" in table.output and "33.71 dB" in table.output
+    assert "not trained yet, so not offered: dgf-light" in table.output
     chosen = CliRunner().invoke(group, ["models", "--json"], env={"DEBLUR_MODEL": "nafnet-gopro-w64"})
     assert json.loads(chosen.output)["default"] == "nafnet-gopro-w64"
     bad = CliRunner().invoke(group, ["models"], env={"DEBLUR_MODEL": "nope"})
@@ -394,7 +396,7 @@ def test_deblur_names_and_uses_the_model_deblur_model_picks(bundled: Path, tmp_p
     bad = CliRunner().invoke(group, [str(tmp_path / "p.png"), "-o", str(tmp_path / "x.png")], env={"DEBLUR_MODEL": "nope"})
     assert bad.exit_code == 1 and not (tmp_path / "x.png").exists()
     assert bad.stderr.strip().splitlines() == [
-        "error: DEBLUR_MODEL: unknown model 'nope'; choose one of: nafnet-s, nafnet-s-free, dgf-light, "
+        "error: DEBLUR_MODEL: unknown model 'nope'; choose one of: nafnet-s, nafnet-s-free, "
         "nafnet-gopro-w32, nafnet-gopro-w64 (or pass --weights FILE)"
     ]
 
@@ -402,10 +404,11 @@ def test_deblur_names_and_uses_the_model_deblur_model_picks(bundled: Path, tmp_p
 def test_models_download_errors_are_one_line(bundled: Path) -> None:
     from deblurcli.cli import group
 
-    for args in (["models", "download", "nafnet-s"], ["models", "download", "nope"]):
-        result = CliRunner().invoke(group, args)
-        assert result.exit_code == 1
-        assert result.output.startswith("error: ") and result.output.count("\n") == 1
+    missing = CliRunner().invoke(group, ["models", "download", "nafnet-s"])  # bundled, but its file is gone
+    assert missing.exit_code == 1
+    assert missing.output.startswith("error: ") and missing.output.count("\n") == 1
+    unknown = CliRunner().invoke(group, ["models", "download", "nope"])
+    assert unknown.exit_code == 2 and "model 'nope' is not in the catalogue" in unknown.output
 
 
 def test_refiners_are_never_the_default_deblurring_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,5 @@
-"""Click option callbacks shared by several commands, so ``deblur`` and ``deblur eval`` parse the same
-option the same way (one definition, one error message)."""
+"""Options shared by several commands, so ``deblur``, ``deblur eval``, ``deblur train`` and ``deblur cluster``
+spell, show and parse the same option the same way (one definition, one error message)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,36 @@ def parse_tile(_ctx: click.Context, _param: click.Parameter, value: str) -> int 
     return tile
 
 
+#: What ``--tile`` and ``--device`` take, shown in place of click's generic TEXT.
+TILE_METAVAR = "[auto|0|N]"
+DEVICE_METAVAR = "[auto|cpu|cuda[:N]|mps]"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: ``auto`` precision for inference, as :func:`deblurcli.devices.resolve_precision` decides it.
+INFERENCE_PRECISION_HELP = (
+    "Network precision. auto: bf16 on CPUs with native bf16 (AVX512-BF16, AMX or Arm BF16), else fp32; "
+    "bf16 on GPUs that have it, else fp16. Deconvolution always runs in fp32."
+)
+
+
+def tile_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--tile auto|0|N``, for every command that runs the tiled engine."""
+    return click.option("--tile", default="auto", show_default=True, metavar=TILE_METAVAR, callback=parse_tile, help="Tile size in pixels, 0 for the whole image, auto to size from free memory.")(command)
+
+
 def tiling_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--tile`` and ``--overlap``, declared once for every command that runs the tiled engine."""
+    """``--tile`` and ``--overlap``, declared once for every command that writes tiled photos."""
     command = click.option("--overlap", type=click.IntRange(min=0), default=32, show_default=True, help="Cross-fade width between tiles, in pixels.")(command)
-    return click.option("--tile", default="auto", show_default=True, callback=parse_tile, help="Tile size in pixels, 0 for the whole image, auto to size from free memory.")(command)
+    return tile_option(command)
+
+
+def device_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--device``; its help names what else the device is used for in that command."""
+    return click.option("--device", default="auto", show_default=True, metavar=DEVICE_METAVAR, help=help_text)
+
+
+def precision_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--precision``; ``auto`` means something else for training than for inference, hence the help text."""
+    return click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help=help_text)
 
 
 def output_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -39,8 +65,56 @@ def output_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def device_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--device``, ``--precision``, ``--threads``: where and how the work runs, for every inference command."""
     command = click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: PyTorch's choice).")(command)
-    command = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="Network precision (auto: bf16 on CPUs with native bf16, else fp32; bf16/fp16 on GPU). Deconvolution always runs in fp32.")(command)
-    return click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps (an absent device is an error).")(command)
+    command = precision_option(INFERENCE_PRECISION_HELP)(command)
+    return device_option("Where the network runs (auto: CUDA, else MPS, else CPU; an absent device is an error).")(command)
+
+
+def _catalogue_name(value: str | None, *, trained: bool) -> str | None:
+    """``value`` if it names a catalogue model (one with weights, when ``trained``), else a usage error
+    (exit 2) that lists the models that can run."""
+    if value is None:
+        return None
+    from deblurcli.errors import WeightsError
+    from deblurcli.weights import get_entry, is_trained, list_models
+
+    try:
+        entry = get_entry(value)
+    except WeightsError:
+        entry = None
+    if entry is None or (trained and not is_trained(entry)):
+        names = ", ".join(e.name for e in list_models() if is_trained(e))
+        why = "has no trained weights yet" if entry is not None else "is not in the catalogue"
+        raise click.BadParameter(f"model {value!r} {why}; choose one of: {names} (see 'deblur models'), or pass --weights FILE")
+    return value
+
+
+def parse_model(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``--model NAME``: a catalogue model that can run."""
+    return _catalogue_name(value, trained=True)
+
+
+def parse_catalogued(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Any catalogue model, trained or not (``deblur models show`` describes both)."""
+    return _catalogue_name(value, trained=False)
+
+
+def model_option(help_text: str, *, dest: str = "model_name") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--model NAME``, checked against the catalogue while the command line is parsed."""
+    return click.option("--model", dest, metavar="NAME", callback=parse_model, help=help_text)
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """Check that a command's optional dependencies import before any work starts: a missing extra is one
+    line naming it (exit 2, like a missing Ray for ``deblur cluster``), not a failure minutes into a run."""
+    from deblurcli.errors import MissingExtraError
+    from deblurcli.extras import require
+
+    try:
+        for module in modules:
+            require(module, extra)
+    except MissingExtraError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise click.exceptions.Exit(2) from None
 
 
 def method_options(command: Callable[..., Any]) -> Callable[..., Any]:
