@@ -53,24 +53,24 @@ def run(*args: str) -> object:
     return CliRunner().invoke(group, ["eval", *args], catch_exceptions=False)
 
 
-def strict_json(path: Path) -> dict:
+def strict_json(text: str) -> dict:
     def reject(token: str) -> None:
         raise AssertionError(f"non-standard JSON constant {token}")
 
-    return json.loads(path.read_text(), parse_constant=reject)
+    return json.loads(text, parse_constant=reject)
 
 
 def test_outputs_dir_end_to_end(tmp_path: Path, dataset) -> None:
-    result = run(
-        "--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "outs"), "--lpips-net", "none",
-        "--json", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv"), "--compare", str(tmp_path / "cmp"),
-    )
+    args = ("--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "outs"), "--no-lpips")
+    result = run(*args, "--csv", str(tmp_path / "r.csv"), "--compare", str(tmp_path / "cmp"))
     assert result.exit_code == 0, result.output
-    assert "MS-SSIM n/a for 3 of 3" in result.stderr and "LPIPS not computed" in result.stderr
+    assert "MS-SSIM n/a for 3 of 3" in result.stderr and "LPIPS not computed (--no-lpips)" in result.stderr
     for word in ("PSNR", "SSIM", "MS-SSIM", "FSIM", "VIF", "LPIPS", "sub/c", "mean", "gain", "inf"):
         assert word in result.stdout
 
-    report = strict_json(tmp_path / "r.json")
+    as_json = run(*args, "--json")  # JSON on stdout, as every command's --json; the notes stay on stderr
+    assert as_json.exit_code == 0 and "MS-SSIM n/a for 3 of 3" in as_json.stderr
+    report = strict_json(as_json.stdout)
     assert report["count"] == 3 and [im["key"] for im in report["images"]] == ["a", "b", "sub/c"]
     for block in [report["mean"], *report["images"]]:
         for scope in ("input", "output", "gain"):
@@ -107,11 +107,11 @@ def test_outputs_dir_end_to_end(tmp_path: Path, dataset) -> None:
 
 def test_y_channel_crop_border_and_limit(tmp_path: Path, dataset) -> None:
     result = run(
-        "--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "outs"), "--lpips-net", "none",
-        "--y-channel", "--crop-border", "4", "--limit", "2", "--json", str(tmp_path / "r.json"),
+        "--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "outs"), "--no-lpips",
+        "--y-channel", "--crop-border", "4", "--limit", "2", "--json",
     )
     assert result.exit_code == 0, result.output
-    report = strict_json(tmp_path / "r.json")
+    report = strict_json(result.stdout)
     assert [im["key"] for im in report["images"]] == ["a", "b"]
     b = report["images"][1]
     assert (b["width"], b["height"]) == (W - 8, H - 8)
@@ -125,18 +125,18 @@ def test_y_channel_crop_border_and_limit(tmp_path: Path, dataset) -> None:
 def test_lpips_with_a_model_and_without_one(tmp_path: Path, dataset, monkeypatch) -> None:
     real = metrics.make_lpips
     monkeypatch.setattr(metrics, "make_lpips", lambda net="alex": real(net, random_backbone=True))
-    result = run("--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "outs"), "--json", str(tmp_path / "r.json"))
+    result = run("--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "outs"), "--json")
     assert result.exit_code == 0, result.output
-    report = strict_json(tmp_path / "r.json")
+    report = strict_json(result.stdout)
     assert report["images"][0]["output"]["lpips"] == pytest.approx(0.0, abs=1e-6)
     assert report["images"][1]["input"]["lpips"] > report["images"][1]["output"]["lpips"] > 0
     assert report["settings"]["lpips_net"] == "alex"
 
     note = "LPIPS n/a: its ImageNet backbone is not cached and could not be downloaded (offline); put ..."
     monkeypatch.setattr(metrics, "make_lpips", lambda net="alex": (None, note))
-    result = run("--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "outs"), "--json", str(tmp_path / "r.json"))
+    result = run("--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "outs"), "--json")
     assert result.exit_code == 0 and note in result.stderr
-    report = strict_json(tmp_path / "r.json")
+    report = strict_json(result.stdout)
     assert report["mean"]["output"]["lpips"] is None and note in report["notes"]
 
 
@@ -144,20 +144,20 @@ def test_failures_are_reported_per_pair_and_exit_1(tmp_path: Path, dataset) -> N
     (tmp_path / "outs" / "b.png").unlink()
     save(tmp_path / "outs" / "a.png", np.zeros((H, W + 2, 3), np.uint8))
     save(tmp_path / "pairs" / "blur" / "lonely.png", np.zeros((H, W, 3), np.uint8))
-    result = run("--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "outs"), "--lpips-net", "none", "--json", str(tmp_path / "r.json"))
+    result = run("--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "outs"), "--no-lpips", "--json")
     assert result.exit_code == 1
     assert "warning:" in result.stderr and "lonely.png" in result.stderr
     assert f"a.png: output is {W + 2}x{H} but the sharp image is {W}x{H}" in result.stderr
     assert "no output image for" in result.stderr and "b.png" in result.stderr
     assert "Traceback" not in result.output
-    report = strict_json(tmp_path / "r.json")
+    report = strict_json(result.stdout)
     assert [im["key"] for im in report["images"]] == ["sub/c"] and len(report["errors"]) == 2
     assert any("lonely.png" in p for p in report["problems"])
 
 
 def test_mismatched_pair_sizes_name_the_file(tmp_path: Path, dataset) -> None:
     save(tmp_path / "pairs" / "sharp" / "a.png", np.zeros((H + 1, W, 3), np.uint8))
-    result = run("--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "outs"), "--lpips-net", "none")
+    result = run("--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "outs"), "--no-lpips")
     assert result.exit_code == 1
     assert f"{tmp_path / 'pairs' / 'blur' / 'a.png'}: blurry image is {W}x{H}" in result.stderr
 
@@ -194,11 +194,11 @@ def test_tiny_model_through_weights(tmp_path: Path, dataset, bias: float) -> Non
     weights = tmp_path / "tiny.safetensors"
     save_generator(tiny_nafnet(bias), weights, {"note": "test"})
     result = run(
-        "--pairs", str(tmp_path / "pairs"), "--weights", str(weights), "--device", "cpu", "--lpips-net", "none",
-        "--json", str(tmp_path / "m.json"), "--save-outputs", str(tmp_path / "saved"),
+        "--pairs", str(tmp_path / "pairs"), "--weights", str(weights), "--device", "cpu", "--no-lpips",
+        "--json", "--save-outputs", str(tmp_path / "saved"),
     )
     assert result.exit_code == 0, result.output
-    report = strict_json(tmp_path / "m.json")
+    report = strict_json(result.stdout)
     assert report["source"] == {"method": "auto", "weights": str(weights)}
     for im in report["images"]:
         assert im["method"] == "network"  # auto: photos under 64 px are too small for kernel estimation
@@ -210,9 +210,9 @@ def test_tiny_model_through_weights(tmp_path: Path, dataset, bias: float) -> Non
             assert im["output"] == im["input"]
 
     # The saved outputs, scored as --outputs, give exactly the same figures: they are what was scored.
-    again = run("--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "saved"), "--lpips-net", "none", "--json", str(tmp_path / "o.json"))
+    again = run("--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "saved"), "--no-lpips", "--json")
     assert again.exit_code == 0
-    assert strict_json(tmp_path / "o.json")["mean"] == report["mean"]
+    assert strict_json(again.stdout)["mean"] == report["mean"]
 
 
 def test_max_shift_forgives_a_displaced_output(tmp_path: Path) -> None:
@@ -223,24 +223,25 @@ def test_max_shift_forgives_a_displaced_output(tmp_path: Path) -> None:
     save(tmp_path / "pairs" / "blur" / "a.png", blur)
     save(tmp_path / "pairs" / "sharp" / "a.png", sharp)
     save(tmp_path / "outs" / "a.png", np.roll(sharp, (2, -1), axis=(0, 1)))
-    args = ("--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "outs"), "--lpips-net", "none")
+    args = ("--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "outs"), "--no-lpips")
 
-    shifted = run(*args, "--max-shift", "2", "--json", str(tmp_path / "s.json"))
+    assert "best over shifts of up to ±2 px" in run(*args, "--max-shift", "2").stdout
+    shifted = run(*args, "--max-shift", "2", "--json")
     assert shifted.exit_code == 0, shifted.output
-    assert "best over shifts of up to ±2 px" in shifted.stdout
-    report = strict_json(tmp_path / "s.json")
+    report = strict_json(shifted.stdout)
     im = report["images"][0]
     assert report["settings"]["max_shift"] == 2
     assert (im["width"], im["height"]) == (W - 4, H - 4)
     assert im["output"]["psnr"] is None and im["output"]["ssim"] == pytest.approx(1.0, abs=1e-6)  # inf -> null
     assert im["input"]["psnr"] == pytest.approx(metrics.shift_tolerant_psnr(blur / 255.0, sharp / 255.0, 2))
 
-    aligned = run(*args, "--json", str(tmp_path / "a.json"))
+    aligned = run(*args, "--json")
     assert aligned.exit_code == 0
-    im = strict_json(tmp_path / "a.json")["images"][0]
+    im = strict_json(aligned.stdout)["images"][0]
     assert im["output"]["psnr"] < 15 and im["output"]["ssim"] < 0.2
-    assert run(*args, "--max-shift", "1", "--json", str(tmp_path / "1.json")).exit_code == 0
-    assert strict_json(tmp_path / "1.json")["images"][0]["output"]["psnr"] < 15  # a window too small to undo it
+    one = run(*args, "--max-shift", "1", "--json")
+    assert one.exit_code == 0
+    assert strict_json(one.stdout)["images"][0]["output"]["psnr"] < 15  # a window too small to undo it
 
     too_big = run(*args, "--max-shift", "22")
     assert too_big.exit_code == 1 and "max shift of 22 px leaves nothing" in too_big.stderr

@@ -196,7 +196,7 @@ def test_make_lpips_reports_a_corrupt_cached_backbone(tmp_path, monkeypatch) -> 
 
 
 def test_make_lpips_none_and_unknown() -> None:
-    assert metrics.make_lpips("none") == (None, "LPIPS not computed (--lpips-net none)")
+    assert metrics.make_lpips("none") == (None, "LPIPS not computed (--no-lpips)")
     with pytest.raises(DeblurError, match="unknown LPIPS backbone"):
         metrics.make_lpips("resnet")
 

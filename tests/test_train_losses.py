@@ -88,7 +88,7 @@ def test_lpips_without_backbone_says_how_to_fix(tmp_path, monkeypatch) -> None:
     with pytest.raises(WeightsError) as info:
         losses.LPIPSLoss("vgg")
     message = str(info.value)
-    assert "vgg16-397923af.pth" in message and str(tmp_path) in message and "--lpips 0" in message
+    assert "vgg16-397923af.pth" in message and str(tmp_path) in message and "--no-lpips" in message
     assert "\n" not in message
 
 

@@ -41,6 +41,33 @@ class DefaultGroup(click.Group):
             return None
         return importlib.import_module(f"deblurcli.cli.{module}").command
 
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, "[OPTIONS] PATH... | COMMAND [ARGS]...")
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The default command's options first, since ``deblur PHOTO`` is what most runs are; then the
+        group's own options and the commands, the default one marked ``*``."""
+        default = self.get_command(ctx, DEFAULT_COMMAND)
+        assert default is not None
+        sub_ctx = click.Context(default, info_name=DEFAULT_COMMAND, parent=ctx)
+        rows = [
+            record
+            for param in default.get_params(sub_ctx)
+            if isinstance(param, click.Option) and "--help" not in param.opts
+            and (record := param.get_help_record(sub_ctx)) is not None
+        ]
+        with formatter.section(f"Options of the default command ({DEFAULT_COMMAND}*)"):
+            formatter.write_dl(rows)
+        super().format_options(ctx, formatter)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click lists them, with ``*`` after the default command's name (as click-default-group does)."""
+        commands = [(name, cmd) for name in self.list_commands(ctx) if (cmd := self.get_command(ctx, name)) is not None]
+        names = [name + ("*" if name == DEFAULT_COMMAND else "") for name, _ in commands]
+        limit = formatter.width - 6 - max(map(len, names))
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, (_, cmd) in zip(names, commands)])
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         group_flags = {"--help", "-h", "--version"}
         if args and args[0] not in COMMANDS and args[0] not in group_flags:
@@ -51,7 +78,7 @@ class DefaultGroup(click.Group):
 @click.group(
     cls=DefaultGroup,
     context_settings={"help_option_names": ["-h", "--help"]},
-    epilog="Run 'deblur deblur --help' (or 'deblur PHOTO --help') for the options of the default command.",
+    epilog="* the default command: 'deblur PATH...' runs 'deblur deblur PATH...'. 'deblur COMMAND --help' for the others.",
 )
 @click.version_option(__version__, "--version", prog_name="deblurcli")
 def group() -> None:

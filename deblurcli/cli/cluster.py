@@ -15,7 +15,15 @@ from pathlib import Path
 
 import click
 
-from deblurcli.cli.options import method_options, output_options, tiling_options
+from deblurcli.cli.options import (
+    INFERENCE_PRECISION_HELP,
+    device_option,
+    method_options,
+    model_option,
+    output_options,
+    precision_option,
+    tiling_options,
+)
 
 
 @click.command("cluster", context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,11 +35,11 @@ from deblurcli.cli.options import method_options, output_options, tiling_options
 @click.option("--cpus-per-actor", type=click.FloatRange(min=0.5), help="CPUs each model copy reserves and uses as torch threads (default 2 with GPUs, else up to 4).")
 @click.option("--gpus-per-actor", type=click.FloatRange(min=0.0), help="GPUs each model copy reserves (default 1 when the cluster has GPUs, else 0).")
 @method_options
-@click.option("--model", "model_name", metavar="NAME", help="Catalogue model (default: the bundled default).")
+@model_option("Catalogue model (see 'deblur models'; default: $DEBLUR_MODEL, else 'deblur models default').")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Weights file (on a file system every node sees).")
 @tiling_options
-@click.option("--device", default="auto", show_default=True, help="Device on each worker: auto, cpu, cuda, cuda:N.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True, help="Compute precision.")
+@device_option("Device on each worker (auto: its GPU if it has one, else its CPU).")
+@precision_option(INFERENCE_PRECISION_HELP)
 @output_options
 @click.option("--save-kernel", is_flag=True, help="Also write NAME_kernel.png: the blur kernel that was estimated (or given).")
 @click.option("--allow-huge", is_flag=True, help="Read images above the decompression-bomb limit.")

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from deblurcli.cli.options import device_options, method_options, output_options, tiling_options
+from deblurcli.cli.options import device_options, method_options, model_option, output_options, tiling_options
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -396,7 +396,7 @@ def report_interrupted(outcomes: list[Outcome], left: int, reporter: Reporter) -
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (one photo) or folder (keeps input names; default: NAME_deblurred beside each input).")
 @click.option("-r", "--recursive", is_flag=True, help="Go into sub-folders; the tree is mirrored under the output folder.")
 @method_options
-@click.option("--model", "model_name", metavar="NAME", help="Catalogue model (see 'deblur models'; default: the bundled default).")
+@model_option("Catalogue model (see 'deblur models'; default: $DEBLUR_MODEL, else 'deblur models default').")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Weights file to use instead of a catalogue model.")
 @tiling_options
 @device_options

@@ -30,7 +30,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from deblurcli.cli.options import method_options, parse_tile
+from deblurcli.cli.options import (
+    INFERENCE_PRECISION_HELP,
+    device_option,
+    method_options,
+    model_option,
+    precision_option,
+    require_extra,
+    tile_option,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,22 +80,23 @@ class Report:
 @click.command("eval")
 @click.option("--pairs", "pairs_dir", type=click.Path(path_type=Path, file_okay=False), help="Folder of blurry/sharp pairs (blur/ + sharp/, GoPro, or side-by-side).")
 @method_options
-@click.option("--model", "model_name", metavar="NAME", help="Catalogue model to evaluate (default: the default model; see 'deblur models').")
+@model_option("Catalogue model to evaluate (default: the default model; see 'deblur models').")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Weights file to evaluate instead of a catalogue model.")
 @click.option("--outputs", "outputs_dir", type=click.Path(path_type=Path, file_okay=False, exists=True), help="Score already-deblurred images DIR/<key>.<ext> instead of running a model.")
 @click.option("--side-by-side", is_flag=True, help="Each image holds sharp (left) | blurry (right) halves, as in the seed's data.")
 @click.option("--csv-pairs", type=click.Path(path_type=Path, dir_okay=False), help="CSV with blur,sharp columns (paths relative to the CSV) instead of a folder layout.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="Write every per-image figure and the means as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print every per-image figure and the means as one JSON object on stdout, instead of the table.")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False), help="Write every per-image figure and the means as CSV.")
 @click.option("--save-outputs", type=click.Path(path_type=Path, file_okay=False), help="Keep the deblurred images (8-bit PNG, as scored) as DIR/<key>.png.")
 @click.option("--compare", "compare_dir", type=click.Path(path_type=Path, file_okay=False), help="Write blurry | output | sharp strips with their PSNR as DIR/<key>.png.")
 @click.option("--crop-border", type=click.IntRange(min=0), default=0, show_default=True, help="Ignore this many pixels on every side.")
 @click.option("--max-shift", type=click.IntRange(min=0), default=0, show_default=True, metavar="S", help="Score up to a shift (blind-deblurring protocol): PSNR and SSIM are the best over integer shifts within ±S px, on the sharp image minus an S-px border; the other metrics use that region at the best-PSNR shift. 0 = aligned.")
 @click.option("--y-channel", is_flag=True, help="Score BT.601 luma (MATLAB rgb2ycbcr) instead of RGB; LPIPS stays RGB.")
-@click.option("--lpips-net", type=click.Choice(["alex", "vgg", "squeeze", "none"]), default="alex", show_default=True, help="LPIPS backbone (its ImageNet weights come from torchvision's cache).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps (also used for the metrics).")
-@click.option("--precision", default="auto", show_default=True, help="auto, fp32, bf16 or fp16 for the model.")
-@click.option("--tile", default="auto", show_default=True, callback=parse_tile, help="Tile size in pixels, 0 for the whole image, auto to size from free memory.")
+@click.option("--lpips-net", type=click.Choice(["alex", "vgg", "squeeze"]), default="alex", show_default=True, help="LPIPS backbone (its ImageNet weights come from torchvision's cache).")
+@click.option("--no-lpips", is_flag=True, help="Leave LPIPS out (no ImageNet backbone needed); the same switch as in 'deblur train'.")
+@device_option("Where the model and the metrics run (auto: CUDA, else MPS, else CPU).")
+@precision_option(INFERENCE_PRECISION_HELP)
+@tile_option
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N pairs (sorted by name).")
 def command(
     pairs_dir: Path | None,
@@ -100,7 +109,7 @@ def command(
     outputs_dir: Path | None,
     side_by_side: bool,
     csv_pairs: Path | None,
-    json_path: Path | None,
+    as_json: bool,
     csv_path: Path | None,
     save_outputs: Path | None,
     compare_dir: Path | None,
@@ -108,6 +117,7 @@ def command(
     max_shift: int,
     y_channel: bool,
     lpips_net: str,
+    no_lpips: bool,
     device: str,
     precision: str,
     tile: int | None,
@@ -118,7 +128,7 @@ def command(
     \b
       deblur eval --pairs testset/                      method auto, the default model
       deblur eval --pairs testset/ --method kernel      kernel estimation + deconvolution only
-      deblur eval --pairs GoPro/test --model NAME --json gopro.json
+      deblur eval --pairs GoPro/test --model NAME --json > gopro.json
       deblur eval --pairs testset/ --outputs results/   someone else's outputs
       deblur eval --pairs heldout/ --max-shift 5        best over shifts of up to 5 px
     """
@@ -131,6 +141,7 @@ def command(
         raise click.UsageError("--outputs scores existing images; it cannot be combined with --model or --weights")
     if csv_pairs is not None and side_by_side:
         raise click.UsageError("--side-by-side describes a folder of images; a CSV lists separate files")
+    require_extra("eval", "piq", *(() if no_lpips else ("lpips",)))
     try:
         report = evaluate(
             pairs_dir if pairs_dir is not None else Path("."),
@@ -148,15 +159,17 @@ def command(
             crop_border=crop_border,
             max_shift=max_shift,
             y_channel=y_channel,
-            lpips_net=lpips_net,
+            lpips_net="none" if no_lpips else lpips_net,
             device=device,
             precision=precision,
             tile=tile,
             limit=limit,
         )
-        show(report)
-        if json_path is not None:
-            write_json(report, json_path)
+        if as_json:
+            click.echo(json.dumps(to_json(report), indent=2, allow_nan=False))
+            show_notes(report)
+        else:
+            show(report)
         if csv_path is not None:
             write_csv(report, csv_path)
     except DeblurError as exc:
@@ -455,13 +468,18 @@ def build_table(report: Report, color: bool = True) -> Table:
 
 
 def show(report: Report) -> None:
-    """The table on stdout; notes and the error count on stderr, unwrapped so paths stay copyable."""
+    """The table on stdout, then :func:`show_notes`."""
     from rich.console import Console
 
     console = Console()
     if not console.is_terminal:  # a log or a pasted report should not wrap at 80 columns
         console = Console(width=160)
     console.print(build_table(report, color=console.is_terminal))
+    show_notes(report)
+
+
+def show_notes(report: Report) -> None:
+    """Notes and the error count on stderr, unwrapped so paths stay copyable."""
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
     if report.errors:
@@ -502,13 +520,6 @@ def to_json(report: Report) -> dict[str, Any]:
         "problems": report.problems,
         "errors": report.errors,
     }
-
-
-def write_json(report: Report, path: Path) -> None:
-    from deblurcli.atomic import atomic_write_bytes
-
-    text = json.dumps(to_json(report), indent=2, allow_nan=False)
-    atomic_write_bytes(path, (text + "\n").encode("utf-8"))
 
 
 def write_csv(report: Report, path: Path) -> None:

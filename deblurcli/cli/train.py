@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from deblurcli.cli.options import device_option, model_option, precision_option, require_extra
 from deblurcli.models import registry  # torch-free: the --arch choices come from its presets
 
 
@@ -46,7 +47,7 @@ class TableChoice(click.Choice):
 @click.option("--val-pairs", type=click.Path(path_type=Path, file_okay=False), help="Validate on this pairs folder instead of a held-out 5% of the training data.")
 @click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False), required=True, help="Run folder: checkpoints, log.csv, best/last.safetensors.")
 @click.option("--arch", type=click.Choice(registry.generator_choices()), help="Train a fresh model of this preset; a bare architecture name is its default preset (nafnet = nafnet-s).")
-@click.option("--model", metavar="NAME", help="Start from this catalogue model (default: the default model).")
+@model_option("Start from this catalogue model (default: the default model, see 'deblur models').", dest="model")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Start from this weights file.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Crops per step (per process under torchrun).")
 @click.option("--crop", type=click.IntRange(min=16), default=256, show_default=True, help="Training crop side in pixels.")
@@ -54,7 +55,8 @@ class TableChoice(click.Choice):
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="Stop after this much training time (counted across --resume).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (default 1e-3 fresh, 1e-4 fine-tuning); cosine decay.")
 @click.option("--loss", "pixel_loss", type=TableChoice("PIXEL_LOSSES"), default="charbonnier", show_default=True, help="Pixel loss.")
-@click.option("--lpips", type=click.FloatRange(min=0), default=0.1, show_default=True, help="LPIPS weight (0 disables it).")
+@click.option("--lpips", type=click.FloatRange(min=0), default=0.1, show_default=True, help="LPIPS weight (0 disables it, as --no-lpips does).")
+@click.option("--no-lpips", is_flag=True, help="Train without LPIPS (no ImageNet backbone needed); the same switch as in 'deblur eval'.")
 @click.option("--lpips-net", type=TableChoice("LPIPS_NETS"), default="alex", show_default=True, help="LPIPS backbone (torchvision ImageNet weights, cached in $TORCH_HOME).")
 @click.option("--adv", type=click.FloatRange(min=0), default=0.005, show_default=True, help="Adversarial weight (0 disables the critic).")
 @click.option("--gan", type=TableChoice("GAN_LOSSES"), default="wgan-gp", show_default=True, help="Adversarial loss.")
@@ -65,8 +67,8 @@ class TableChoice(click.Choice):
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=1000, show_default=True, help="Checkpoint every N steps (and at least every 10 minutes).")
 @click.option("--sharp-prob", type=click.FloatRange(min=0, max=1, max_open=True), help="Share of --synthetic samples left unblurred, so the model learns to leave sharp photos alone (default 0.1).")
 @click.option("--max-side", type=click.IntRange(min=0), help="Shrink training images to this longest side when loading (default 1024 for --synthetic, none for pairs; 0 = never).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--precision", default="auto", show_default=True, help="auto (bf16 on GPUs, fp32 on CPU), fp32, bf16 or fp16.")
+@device_option("Where training runs (auto: CUDA, else MPS, else CPU).")
+@precision_option("auto: bf16 on GPUs that have it, else fp16; fp32 on CPUs, where bf16 training is not validated.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialisation, crops, synthetic blur and the validation split.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
 def command(
@@ -86,6 +88,7 @@ def command(
     lr: float | None,
     pixel_loss: str,
     lpips: float,
+    no_lpips: bool,
     lpips_net: str,
     adv: float,
     gan: str,
@@ -112,6 +115,7 @@ def command(
     """
     from rich.console import Console
 
+    from deblurcli.cli.errors import setup_error
     from deblurcli.errors import DeblurError
     from deblurcli.train import distributed
     from deblurcli.train.diffaug import parse_policy
@@ -124,6 +128,9 @@ def command(
         parse_policy(diffaug)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--diffaug") from None
+    if no_lpips:
+        lpips = 0.0
+    require_extra("train", "piq", *(("lpips",) if lpips > 0 else ()))
     opts = TrainOptions(
         output=output, synthetic=synthetic, pairs=pairs, pairs_csv=csv_pairs, side_by_side=side_by_side,
         val_pairs=val_pairs, arch=arch, model=model, weights=weights, batch_size=batch_size, crop=crop,
@@ -137,10 +144,11 @@ def command(
         result = train(opts, console)
     except DeblurError as exc:
         rank = distributed.env_rank()
+        line, code = setup_error(exc)
         if rank == 0:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {line}", err=True)
         elif not isinstance(exc, distributed.AllRanksError):  # rank 0 reports the errors every rank shares
-            click.echo(f"error: [rank {rank}] {exc}", err=True)
-        raise SystemExit(1) from None
+            click.echo(f"error: [rank {rank}] {line}", err=True)
+        raise SystemExit(code) from None
     if result.stopped != "budget":
         raise SystemExit(130 if result.stopped == "interrupted" else 143)

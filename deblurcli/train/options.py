@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deblurcli.errors import DeblurError, WeightsError
+from deblurcli.errors import OptionError, WeightsError
 from deblurcli.train import losses
 
 #: steps used when neither budget is given (documented in ``deblur train --help``).
@@ -66,30 +66,30 @@ class TrainOptions:
     lpips_pretrained: bool = True
 
     def validate(self) -> None:
-        """Raise :class:`DeblurError` (one line a user can act on) for options that cannot make a run."""
+        """Raise :class:`OptionError` (one line a user can act on; a usage error) for options that cannot make a run."""
         sources = [s for s in (self.synthetic, self.pairs, self.pairs_csv) if s is not None]
         if len(sources) != 1:
-            raise DeblurError("give exactly one of --synthetic DIR, --pairs DIR or --pairs-csv FILE")
+            raise OptionError("give exactly one of --synthetic DIR, --pairs DIR or --csv-pairs FILE")
         if sum(x is not None for x in (self.arch, self.model, self.weights)) > 1:
-            raise DeblurError("--arch (fresh model), --model and --weights (start from weights) exclude each other")
+            raise OptionError("--arch (fresh model), --model and --weights (start from weights) exclude each other")
         if self.batch_size < 1 or self.crop < 16:
-            raise DeblurError("--batch-size must be >= 1 and --crop >= 16")
+            raise OptionError("--batch-size must be >= 1 and --crop >= 16")
         for name in ("max_steps", "val_every", "checkpoint_every", "log_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise DeblurError(f"--{name.replace('_', '-')} must be at least 1")
+                raise OptionError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_minutes is not None and self.max_minutes <= 0:
-            raise DeblurError("--max-minutes must be positive")
+            raise OptionError("--max-minutes must be positive")
         if self.warmup_steps < 0:
-            raise DeblurError("warm-up steps must be >= 0")
+            raise OptionError("warm-up steps must be >= 0")
         if self.sharp_prob is not None and not 0.0 <= self.sharp_prob < 1.0:
-            raise DeblurError("--sharp-prob must be in [0, 1)")
+            raise OptionError("--sharp-prob must be in [0, 1)")
         if self.lpips < 0 or self.adv < 0:
-            raise DeblurError("--lpips and --adv weights must be >= 0")
+            raise OptionError("--lpips and --adv weights must be >= 0")
         for flag, value, table in (("--loss", self.pixel_loss, losses.PIXEL_LOSSES), ("--gan", self.gan, losses.GAN_LOSSES),
                                    ("--lpips-net", self.lpips_net, losses.LPIPS_NETS)):
             if value not in table:
-                raise DeblurError(f"unknown {flag} {value!r}: use {', '.join(table)}")
+                raise OptionError(f"unknown {flag} {value!r}: use {', '.join(table)}")
 
 
 @dataclass
