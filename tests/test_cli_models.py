@@ -120,3 +120,22 @@ def test_a_proxy_is_left_to_the_http_client(monkeypatch: pytest.MonkeyPatch) -> 
     assert unreachable("http://127.0.0.1:9") is not None
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     assert unreachable("http://127.0.0.1:9") is None  # only the client can tell whether the proxy gets through
+
+
+def test_a_refiner_is_listed_as_one_and_not_offered_as_a_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deblurcli import weights
+
+    entry = {"arch": "nafnet", "config": {}, "source": "bundled"}
+    catalogue = {"models": [
+        {**entry, "name": "deblur-b", "file": "b.safetensors", "quality_summary": "+1 dB"},
+        {**entry, "name": "refiner-a", "file": "a.safetensors", "role": "refine"},
+    ]}
+    (tmp_path / "models.json").write_text(json.dumps(catalogue))
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.safetensors").write_bytes(b"x")
+    monkeypatch.setattr(weights, "bundled_dir", lambda: tmp_path)
+    assert "refiner-a (refiner)" in models().stdout
+    for args in (["x.jpg", "--model", "refiner-a"], ["models", "default", "refiner-a"]):
+        refused = CliRunner().invoke(group, args)
+        assert refused.exit_code == 2
+        assert "model 'refiner-a' refines deconvolutions (pass it as --refiner); choose one of: deblur-b (see" in refused.output

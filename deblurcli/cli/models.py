@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from deblurcli.cli.options import parse_catalogued, parse_model
+from deblurcli.cli.options import parse_catalogued, parse_downloadable, parse_model
 
 if TYPE_CHECKING:
     from deblurcli.weights import ModelEntry
@@ -60,6 +60,7 @@ def _row(entry: ModelEntry, default: str) -> dict[str, Any]:
         "name": entry.name,
         "default": entry.name == default,
         "arch": entry.arch,
+        "role": entry.role,
         "params": _param_count(entry),
         "source": entry.source,
         "repo_id": entry.repo_id,
@@ -98,7 +99,7 @@ def _print_table(rows: list[dict[str, Any]], source: str) -> None:
         table.add_column(header, justify="right" if header == "params" else "left", no_wrap=True, overflow="ellipsis")
     for row in shown:
         table.add_row(
-            row["name"] + (" *" if row["default"] else ""),
+            row["name"] + (" *" if row["default"] else " (refiner)" if row["role"] == "refine" else ""),
             row["arch"],
             f"{row['params'] / 1e6:.2f} M",
             row["source"],
@@ -135,7 +136,8 @@ def _paragraph(row: dict[str, Any], source: str) -> str:
         ("about", row["description"]),
     ]
     width = max(40, min(100, shutil.get_terminal_size().columns))
-    lines = [row["name"] + (f" (the default, from {source})" if row["default"] else "")]
+    role = " (a refiner: it runs over the kernel method's deconvolution, --refiner NAME)" if row["role"] == "refine" else ""
+    lines = [row["name"] + (f" (the default, from {source})" if row["default"] else "") + role]
     for label, text in facts:
         if text:
             lines += textwrap.wrap(text, width, initial_indent=f"  {label:<13}", subsequent_indent=" " * 15)
@@ -215,7 +217,7 @@ def default(name: str | None, unset: bool) -> None:
 
 
 @command.command("download")
-@click.argument("name", metavar="NAME", callback=parse_model)
+@click.argument("name", metavar="NAME", callback=parse_downloadable)
 def download(name: str) -> None:
     """Fetch model NAME's weights now (progress bar on stderr), verify the sha256 and print the path.
 

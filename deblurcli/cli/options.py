@@ -69,9 +69,9 @@ def device_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return device_option("Where the network runs (auto: CUDA, else MPS, else CPU; an absent device is an error).")(command)
 
 
-def _catalogue_name(value: str | None, *, trained: bool) -> str | None:
-    """``value`` if it names a catalogue model (one with weights, when ``trained``), else a usage error
-    (exit 2) that lists the models that can run."""
+def _catalogue_name(value: str | None, *, trained: bool, deblurring: bool) -> str | None:
+    """``value`` if it names a catalogue model (one with weights, when ``trained``; a deblurring model, not a
+    refiner, when ``deblurring``), else a usage error (exit 2) that lists the models that fit."""
     if value is None:
         return None
     from deblurcli.errors import WeightsError
@@ -81,21 +81,31 @@ def _catalogue_name(value: str | None, *, trained: bool) -> str | None:
         entry = get_entry(value)
     except WeightsError:
         entry = None
-    if entry is None or (trained and not is_trained(entry)):
-        names = ", ".join(e.name for e in list_models() if is_trained(e))
-        why = "has no trained weights yet" if entry is not None else "is not in the catalogue"
+    if entry is None or (trained and not is_trained(entry)) or (deblurring and entry.role != "deblur"):
+        names = ", ".join(e.name for e in list_models() if is_trained(e) and (e.role == "deblur" or not deblurring))
+        if entry is None:
+            why = "is not in the catalogue"
+        elif trained and not is_trained(entry):
+            why = "has no trained weights yet"
+        else:
+            why = "refines deconvolutions (pass it as --refiner)"
         raise click.BadParameter(f"model {value!r} {why}; choose one of: {names} (see 'deblur models'), or pass --weights FILE")
     return value
 
 
 def parse_model(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """``--model NAME``: a catalogue model that can run."""
-    return _catalogue_name(value, trained=True)
+    """``--model NAME``: a catalogue deblurring model that can run."""
+    return _catalogue_name(value, trained=True, deblurring=True)
+
+
+def parse_downloadable(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Any catalogue model with weights, a refiner too (``deblur models download``)."""
+    return _catalogue_name(value, trained=True, deblurring=False)
 
 
 def parse_catalogued(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """Any catalogue model, trained or not (``deblur models show`` describes both)."""
-    return _catalogue_name(value, trained=False)
+    return _catalogue_name(value, trained=False, deblurring=False)
 
 
 def model_option(help_text: str, *, dest: str = "model_name") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
