@@ -6,8 +6,10 @@ XMP is kept consistent with the written pixels (orientation 1 once rotated, the 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import struct
 from pathlib import Path
 
@@ -97,14 +99,56 @@ def patch_xmp(xmp: bytes, *, orientation_applied: bool, size: tuple[int, int] | 
     return xmp
 
 
+#: Largest XMP sidecar copied: Lightroom/darktable sidecars with long edit histories stay in the low MB.
+MAX_SIDECAR_BYTES = 32 * 2**20
+
+
 def find_sidecar(photo_path: str | os.PathLike[str]) -> Path | None:
-    """The XMP sidecar of a photo: ``photo.xmp`` (Lightroom style) or ``photo.jpg.xmp`` (darktable)."""
+    """The XMP sidecar of a photo: ``photo.xmp`` (Lightroom style) or ``photo.jpg.xmp`` (darktable).
+
+    The candidates are looked at without following links (``lstat``), so a symbolic link named like a
+    sidecar is found, and then refused by :func:`copy_sidecar`, rather than silently read through.
+    """
     p = Path(photo_path)
     for cand in (p.with_suffix(".xmp"), p.with_suffix(".XMP"), p.with_name(p.name + ".xmp"),
                  p.with_name(p.name + ".XMP")):
-        if cand.is_file():
+        try:
+            mode = cand.lstat().st_mode
+        except OSError:
+            continue
+        if not stat.S_ISDIR(mode):
             return cand
     return None
+
+
+def _read_sidecar(src: Path) -> bytes:
+    """The bytes of a sidecar that is a regular file of its own, read through one descriptor.
+
+    A sidecar is data from the input tree copied into the output tree, which others may read: a link to
+    ``/proc/self/environ`` or to someone's 0600 file must not become a world-readable copy. ``O_NOFOLLOW``
+    refuses a link in the last component even if it was swapped in after :func:`find_sidecar` looked,
+    ``O_NONBLOCK`` keeps a FIFO from hanging the open, and ``fstat`` on the open descriptor checks the
+    very file that is read. Raises OSError or ValueError with the reason.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    if src.is_symlink():  # also where O_NOFOLLOW does not exist
+        raise ValueError("is a symbolic link")
+    try:
+        fd = os.open(src, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ValueError("is a symbolic link") from None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("is not a regular file")
+        if st.st_size > MAX_SIDECAR_BYTES:
+            raise ValueError(f"is larger than {MAX_SIDECAR_BYTES // 2**20} MiB")
+        data = fh.read(MAX_SIDECAR_BYTES + 1)
+    if len(data) > MAX_SIDECAR_BYTES:  # grew after the fstat
+        raise ValueError(f"is larger than {MAX_SIDECAR_BYTES // 2**20} MiB")
+    return data
 
 
 def copy_sidecar(
@@ -117,7 +161,9 @@ def copy_sidecar(
     """Copy the input's XMP sidecar beside ``dst_path`` (same naming style); returns warnings.
 
     :func:`write_photo` calls this itself. When the pixels were rotated, the copy's tiff:Orientation is
-    set to 1 so that editors reading the sidecar do not rotate the output a second time.
+    set to 1 so that editors reading the sidecar do not rotate the output a second time. Only a regular
+    file of at most :data:`MAX_SIDECAR_BYTES` is copied (see :func:`_read_sidecar`), and the copy gets the
+    output photo's permissions, never the source's.
     """
     src = find_sidecar(src_photo_path)
     if src is None:
@@ -133,13 +179,19 @@ def copy_sidecar(
     if dst.exists() and not overwrite and not same:
         return [f"XMP sidecar '{dst.name}' already exists: not replaced"]
     try:
-        data = src.read_bytes()
+        data = _read_sidecar(src)
+    except ValueError as e:
+        return [f"XMP sidecar '{src.name}' {e}: not copied"]
     except OSError as e:
         return [f"XMP sidecar '{src.name}' could not be read ({e.strerror or e}): not copied"]
     if orientation_applied:
         data = patch_xmp(data, orientation_applied=True, size=None)
     try:
         atomic_write_bytes(dst, data)
+        if not same:
+            os.chmod(dst, stat.S_IMODE(dst_photo.stat().st_mode))
     except PhotoError as e:
         return [f"XMP sidecar not copied: {e}"]
+    except OSError as e:
+        return [f"XMP sidecar '{dst.name}' written, but its permissions could not be set ({e.strerror or e})"]
     return []
