@@ -21,6 +21,7 @@ from PIL import Image
 
 from deblurcli.errors import PhotoError
 from deblurcli.photo import read_photo, write_photo
+from deblurcli.photo.exif import ExifBlock
 
 RNG = np.random.default_rng(19)
 
@@ -85,3 +86,33 @@ def test_sidecar_copy_has_the_output_photo_permissions(tmp_path: Path) -> None:
     copied = tmp_path / "out" / "p.xmp"
     assert copied.read_bytes() == b"<x:xmpmeta/>"
     assert stat.S_IMODE(copied.stat().st_mode) == stat.S_IMODE(out.stat().st_mode)
+
+
+# ------------------------------------------------------------------------- 5: 16-bit MinIsWhite TIFF
+
+
+def _min_is_white(pixels: np.ndarray, compression: str) -> bytes:
+    """A gray TIFF from Pillow with its photometric interpretation patched to 0 (MinIsWhite)."""
+    data = bytearray(encoded(Image.fromarray(pixels), "TIFF", compression=compression))
+    entry = ExifBlock(bytes(data)).ifd0.entries[262]
+    struct.pack_into("<H", data, entry.pos + 8, 0)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("compression", ["raw", "tiff_deflate"])
+def test_16bit_min_is_white_tiff_is_not_a_negative(tmp_path: Path, compression: str) -> None:
+    stored = np.array([[0, 1000, 30000, 65535]] * 3, dtype=np.uint16)
+    src = tmp_path / "scan.tif"
+    src.write_bytes(_min_is_white(stored, compression))
+    photo = read_photo(src)
+    assert photo.bit_depth == 16 and photo.grayscale
+    # MinIsWhite: stored 0 is white. The 8-bit version of the same file agrees (Pillow inverts that one).
+    np.testing.assert_array_equal(photo.rgb[..., 0], (65535 - stored) / np.float32(65535))
+    src8 = tmp_path / "scan8.tif"
+    src8.write_bytes(_min_is_white((stored >> 8).astype(np.uint8), compression))
+    np.testing.assert_allclose(read_photo(src8).rgb, photo.rgb, atol=1 / 255)
+    out = tmp_path / "out.tif"
+    write_photo(out, photo.rgb, photo)
+    with Image.open(out) as back:
+        assert back.tag_v2[262] == 1
+        np.testing.assert_array_equal(np.asarray(back), 65535 - stored)

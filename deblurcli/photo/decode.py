@@ -338,9 +338,29 @@ def _decode_pixels(
     if wide is not None:
         info = dict(im.info)
         return _Pixels(wide[0], wide[1], 16, 65535.0, info, info.get("icc_profile") or icc)
+    min_is_white = _min_is_white_16bit(im)
     im.load()
     info = dict(im.info)
-    return _decode_8bit(im, info, info.get("icc_profile") or icc, warns)
+    px = _decode_8bit(im, info, info.get("icc_profile") or icc, warns)
+    if min_is_white:
+        px = px._replace(samples=np.uint16(65535) - px.samples)
+    return px
+
+
+#: Pillow's rawmodes that hand 16-bit gray samples over unchanged (as opposed to inverting ones).
+_PLAIN_16BIT_RAWMODES = frozenset({"I;16", "I;16N", "I;16B", "I;16L"})
+
+
+def _min_is_white_16bit(im: Image.Image) -> bool:
+    """Whether ``im`` is a 16-bit MinIsWhite (photometric 0) TIFF whose samples Pillow leaves as stored.
+
+    Pillow inverts 8-bit MinIsWhite while decoding but not 16-bit, and our writer says MinIsBlack: without
+    the inversion here a 16-bit scan of a document came out as its negative. Checked on the tile rawmodes
+    (before loading) so that a Pillow that learns to invert them itself is not inverted a second time.
+    """
+    if im.format != "TIFF" or not im.mode.startswith("I;16") or getattr(im, "tag_v2", {}).get(262) != 0:
+        return False
+    return bool(im.tile) and all(tile_rawmode(t.args) in _PLAIN_16BIT_RAWMODES for t in im.tile)
 
 
 def _decode_8bit(im: Image.Image, info: dict, icc: bytes | None, warns: list[str]) -> _Pixels:
