@@ -116,3 +116,21 @@ def test_16bit_min_is_white_tiff_is_not_a_negative(tmp_path: Path, compression: 
     with Image.open(out) as back:
         assert back.tag_v2[262] == 1
         np.testing.assert_array_equal(np.asarray(back), 65535 - stored)
+
+
+# ------------------------------------------------------------------ 9: JPEG encoder's buffer too small
+
+
+@pytest.mark.parametrize(("shape", "quality"), [((160, 480), 93), ((160, 480), 100), ((2, 33000), 95)])
+def test_jpeg_output_of_grain_and_thin_images_at_any_quality(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], shape: tuple[int, int], quality: int
+) -> None:
+    src = tmp_path / "grain.png"
+    noise(*shape).save(src)
+    photo = read_photo(src)
+    out = tmp_path / "grain.jpg"
+    write_photo(out, photo.rgb, photo, quality=quality)
+    with Image.open(out) as back:
+        assert back.size == photo.size
+        back.load()
+    assert "Suspension" not in capfd.readouterr().err

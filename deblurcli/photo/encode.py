@@ -10,13 +10,16 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, PngImagePlugin, features
+from PIL import Image, ImageFile, PngImagePlugin, features
 
 from deblurcli._version import __version__
 from deblurcli.atomic import atomic_output
@@ -212,7 +215,11 @@ def _encode_with_pillow(fmt: str, pixels: np.ndarray, meta: _Meta, quality: int,
     while True:
         buf = io.BytesIO()
         try:
-            img.save(buf, fmt, **kwargs)
+            if fmt == "JPEG":
+                with _jpeg_buffer_for(img, kwargs):
+                    img.save(buf, fmt, **kwargs)
+            else:
+                img.save(buf, fmt, **kwargs)
             return buf.getvalue()
         except (ValueError, OSError) as e:  # e.g. "EXIF data is too long" for a JPEG APP1 segment
             msg = one_line(e)
@@ -221,6 +228,34 @@ def _encode_with_pillow(fmt: str, pixels: np.ndarray, meta: _Meta, quality: int,
                 raise PhotoError(f"cannot encode {fmt}: {msg}") from None
             kwargs.pop(culprit)
             warns.append(f"{culprit.upper()} dropped: {fmt} refused it ({msg})")
+
+
+_MAXBLOCK_LOCK = threading.Lock()
+
+
+@contextmanager
+def _jpeg_buffer_for(img: Image.Image, kwargs: dict[str, object]) -> Iterator[None]:
+    """Give Pillow's JPEG encoder a buffer that holds the largest JPEG this image can become.
+
+    With ``optimize`` libjpeg writes the whole entropy-coded image in one go at the end and cannot suspend,
+    so it must fit Pillow's buffer, which Pillow sizes at 1 (quality < 95) or 2 (>= 95) bytes per pixel:
+    grainy photos at quality 91-94 or 99-100, and thin images (33000x2: one MCU row is 8 pixels tall),
+    failed after the whole model run with libjpeg's "Suspension not allowed here". The bound is
+    libjpeg-turbo's (``tj3JPEGBufSize``): 2 bytes per sample of the MCU-padded image, plus 2 KiB of
+    headers, plus the metadata segments. Pillow reads it from ``ImageFile.MAXBLOCK`` (its minimum buffer
+    size), which is set for the duration of the save only, under a lock.
+    """
+    w, h = img.size
+    channels = len(img.getbands())
+    bound = ((w + 15) // 16 * 16) * ((h + 15) // 16 * 16) * 2 * channels + 2048
+    bound += sum(2 * len(v) + 1024 for v in kwargs.values() if isinstance(v, bytes))  # EXIF, ICC, XMP, extra
+    with _MAXBLOCK_LOCK:
+        saved = ImageFile.MAXBLOCK
+        ImageFile.MAXBLOCK = max(saved, bound)
+        try:
+            yield
+        finally:
+            ImageFile.MAXBLOCK = saved
 
 
 def _png_info(meta: _Meta) -> PngImagePlugin.PngInfo | None:
