@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
+import deblurcli.photo.decode as photo_decode
 from deblurcli.errors import PhotoError
-from deblurcli.photo import read_photo, write_photo
+from deblurcli.photo import Photo, read_photo, write_photo
 from deblurcli.photo.exif import ExifBlock
 
 RNG = np.random.default_rng(19)
@@ -134,3 +135,60 @@ def test_jpeg_output_of_grain_and_thin_images_at_any_quality(
         assert back.size == photo.size
         back.load()
     assert "Suspension" not in capfd.readouterr().err
+
+
+# --------------------------------------------- 6 and 12: 16-bit RGB read once, --allow-huge honoured
+
+
+def png16(pixels: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG (Pillow cannot write one): unfiltered rows of big-endian samples."""
+    h, w, _ = pixels.shape
+    rows = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b"")
+
+
+def sixteen_bit(h: int, w: int) -> np.ndarray:
+    return RNG.integers(0, 65536, (h, w, 3), dtype=np.uint16)
+
+
+def test_16bit_png_replaced_between_its_two_passes_is_one_photo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = sixteen_bit(6, 8), sixteen_bit(6, 8)
+    src = tmp_path / "p.png"
+    src.write_bytes(png16(first))
+    replacement = tmp_path / "new.png"
+    replacement.write_bytes(png16(second))
+    real_load = ImageFile.ImageFile.load
+    loads = []
+
+    def load_then_replace(self: ImageFile.ImageFile) -> object:
+        loads.append(self)
+        if len(loads) == 2:  # between the high-byte and the low-byte pass, another program saves
+            os.replace(replacement, src)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load_then_replace)
+    photo = read_photo(src)
+    np.testing.assert_array_equal(np.rint(photo.rgb * 65535).astype(np.uint16), first)
+
+
+@pytest.mark.parametrize(("suffix", "bits"), [(".png", 16), (".tif", 16), (".tif", 8)])
+def test_allow_huge_reaches_every_decoder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, bits: int
+) -> None:
+    """Pillow's own limit is scaled down with ours: a 16x16 file stands for one over 178.9 MP."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    monkeypatch.setattr(photo_decode, "MAX_PIXELS", 100)
+    pixels = sixteen_bit(16, 16)
+    src = tmp_path / f"big{suffix}"
+    rgb = pixels.astype(np.float32) / np.float32(65535)
+    write_photo(src, rgb, Photo(path=src, rgb=rgb, bit_depth=bits))
+    with pytest.raises(PhotoError, match="allow-huge"):
+        read_photo(src)
+    photo = read_photo(src, allow_huge=True)
+    assert photo.size == (16, 16) and photo.bit_depth == bits
+    if bits == 16:
+        np.testing.assert_array_equal(np.rint(photo.rgb * 65535).astype(np.uint16), pixels)
+    assert Image.MAX_IMAGE_PIXELS == 100  # Pillow's limit is back for other code

@@ -20,7 +20,7 @@ Decisions (tested in tests/test_photo.py and tests/test_hostile_files.py):
   byte for byte. CMYK/YCCK JPEGs and CMYK TIFFs become RGB (through their embedded profile when they have
   one, then tagged sRGB) with a warning.
 * **Bit depth**: 16-bit PNG/TIFF are read at full depth (Pillow decodes 16-bit RGB(A) only to 8 bits, so
-  the file is decoded a second time for the low bytes) and written at 16 bits by our own PNG/TIFF pixel
+  the file is read once into memory and decoded from there a second time for the low bytes) and written at 16 bits by our own PNG/TIFF pixel
   writers, with Pillow writing a 1x1 template that carries the metadata.
 * **32-bit float TIFF** (gray, gray+alpha, RGB, RGBA; any compression Pillow has, predictors 1-3) is
   read and processed as display values in 0..1, the only range the model knows: no tone mapping, values
@@ -32,6 +32,7 @@ Decisions (tested in tests/test_photo.py and tests/test_hostile_files.py):
   warning, and written as a still image. GIF is refused (a 256-colour palette format, not a photo format).
 * **Decompression bombs**: an image over :data:`.decode.MAX_PIXELS` is refused before its pixels are decoded
   unless ``allow_huge``; even then it is refused if decoding it would not fit in available memory.
+  Pillow's own limit is lifted while a photo is opened and decoded (ours replaces it).
 * **Atomic writes**: outputs are written through :mod:`deblurcli.atomic` (a hidden temporary file in the
   output folder, fsynced and renamed; nothing is left behind on failure), and an existing file is replaced
   only when ``overwrite`` is asked for.

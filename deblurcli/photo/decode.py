@@ -1,8 +1,8 @@
 """Decoding a photo file: plugins, format sniffing, decompression bombs, modes, 16-bit depth, orientation.
 
-Pillow's quirks are handled here: it decodes 16-bit RGB(A) only to 8 bits (so such files are decoded a
-second time for the low bytes), it has its own bomb limit (replaced by :data:`MAX_PIXELS`, which can be
-lifted), and it reads TIFF EXIF lazily from the open file. Float TIFFs are opened in :mod:`.float_tiff`,
+Pillow's quirks are handled here: it decodes 16-bit RGB(A) only to 8 bits (so such files are read into
+memory once and decoded from there a second time for the low bytes), it has its own bomb limit (replaced by
+:data:`MAX_PIXELS`, which can be lifted), and it reads TIFF EXIF lazily from the open file. Float TIFFs are opened in :mod:`.float_tiff`,
 EXIF is parsed in :mod:`.exif`, XMP/IPTC are gathered in :mod:`.metadata`.
 """
 
@@ -16,6 +16,8 @@ import struct
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -50,7 +52,33 @@ _RAW_SUFFIXES = {
 }
 _HEIF_EXTRA = "pip install 'deblurcli[heif]'"
 _AVIF_EXTRA = "pip install 'deblurcli[avif]'"
-_PIL_OPEN_LOCK = threading.Lock()  # guards the temporary change of Image.MAX_IMAGE_PIXELS
+_PIL_LIMIT_LOCK = threading.Lock()  # guards the lifting and restoring of Image.MAX_IMAGE_PIXELS
+_pil_limit_users = 0  # read_photo calls now inside _pillow_limit_lifted
+_pil_limit_saved: int | None = None
+
+
+@contextmanager
+def _pillow_limit_lifted() -> Iterator[None]:
+    """Pillow's own bomb limit off while a photo is opened and decoded: :data:`MAX_PIXELS` replaces it.
+
+    Pillow checks its limit (2 x ``Image.MAX_IMAGE_PIXELS``, 178.9 MP) not only when opening but again when
+    a TIFF is loaded and whenever a file is opened anew, so lifting it for ``Image.open`` alone made
+    ``--allow-huge`` fail for TIFFs and 16-bit PNGs over 178.9 MP. Concurrent reads share one lifting (the
+    last one out restores the value), so no lock is held while pixels are decoded.
+    """
+    global _pil_limit_users, _pil_limit_saved
+    with _PIL_LIMIT_LOCK:
+        if _pil_limit_users == 0:
+            _pil_limit_saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _pil_limit_users += 1
+    try:
+        yield
+    finally:
+        with _PIL_LIMIT_LOCK:
+            _pil_limit_users -= 1
+            if _pil_limit_users == 0:
+                Image.MAX_IMAGE_PIXELS = _pil_limit_saved
 
 
 def read_photo(path: str | os.PathLike[str], *, allow_huge: bool = False) -> Photo:
@@ -86,11 +114,16 @@ def read_photo(path: str | os.PathLike[str], *, allow_huge: bool = False) -> Pho
     warns: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        im, float_layout = _open_image(path, head, allow_huge)
+        im, float_layout = _open_image(path, head, allow_huge, st.st_size)
     try:
-        with warnings.catch_warnings(record=True) as caught_decoding:
+        with warnings.catch_warnings(record=True) as caught_decoding, _pillow_limit_lifted():
             warnings.simplefilter("always")
-            photo = _decode(path, im, warns, float_layout)
+            snapshot = None
+            if _low_byte_rawmodes(im) is not None:
+                opened, snapshot = _snapshot(im)
+                im.close()
+                im = opened
+            photo = _decode(path, im, warns, float_layout, snapshot)
         caught += caught_decoding
         for msg in dict.fromkeys(one_line(w.message) for w in caught):  # Pillow's complaints, once each
             photo.warnings.append(f"decoder: {msg}")
@@ -145,17 +178,17 @@ def _read_formats() -> list[str]:
     return [f for f in ("JPEG", "MPO", "PNG", "WEBP", "TIFF", "AVIF", "HEIF") if f in Image.OPEN]
 
 
-def _open_image(path: Path, head: bytes, allow_huge: bool) -> tuple[Image.Image, FloatLayout | None]:
+def _open_image(
+    path: Path, head: bytes, allow_huge: bool, file_size: int
+) -> tuple[Image.Image, FloatLayout | None]:
     """Open (header only) with Pillow's own bomb check replaced by ours, which can be lifted.
 
     Returns the image and, for a multi-channel float TIFF opened through :func:`open_float_tiff`, how
-    its samples are laid out (else None).
+    its samples are laid out (else None). ``file_size`` counts in the memory check of a huge image whose
+    file is held in memory while it is decoded (see :func:`_snapshot`).
     """
     layout: FloatLayout | None = None
-    with _PIL_OPEN_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
+    with _pillow_limit_lifted():
         try:
             im = Image.open(path, formats=_read_formats())
         except Image.UnidentifiedImageError:
@@ -180,8 +213,6 @@ def _open_image(path: Path, head: bytes, allow_huge: bool) -> tuple[Image.Image,
             raise PhotoError("not enough memory to open this image") from None
         except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError) as e:
             raise PhotoError(f"corrupt image header ({one_line(e)})") from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
     w, h = im.size
     if layout is not None:
         w //= layout.samples  # the float view is samples-times wider than the photo
@@ -195,20 +226,22 @@ def _open_image(path: Path, head: bytes, allow_huge: bool) -> tuple[Image.Image,
             "safety limit (possible decompression bomb); pass --allow-huge if it is real"
         )
     if w * h > MAX_PIXELS:
-        _check_memory(w, h, im, 1 if layout is None else layout.samples)
+        held = file_size if _low_byte_rawmodes(im) is not None else 0
+        _check_memory(w, h, im, 1 if layout is None else layout.samples, held)
     return im, layout
 
 
-def _check_memory(w: int, h: int, im: Image.Image, samples: int) -> None:
+def _check_memory(w: int, h: int, im: Image.Image, samples: int, held: int = 0) -> None:
     """Refuse, before allocating, an image whose decode would not fit in available memory.
 
     ``samples`` is the number of samples per pixel behind each band: more than 1 for a float TIFF view.
+    ``held`` is what else is in memory meanwhile (the file, for a two-pass 16-bit decode).
     """
     if im.mode == "F":  # float32 decoded, then a float32 copy per sample
         per_pixel = 8 * samples
     else:  # up to 16 bits per band decoded
         per_pixel = len(im.getbands()) * 2
-    need = w * h * (per_pixel + 16)  # + float32 RGB + alpha
+    need = w * h * (per_pixel + 16) + held  # + float32 RGB + alpha
     avail = _memory_available()
     if avail is not None and need > avail:
         raise PhotoError(
@@ -244,9 +277,40 @@ def _low_rawmode(rawmode: str) -> str | None:
     return _LOW_BYTE_RAWMODE.get(rawmode)
 
 
-def _decode_16bit_rgb(path: Path, im: Image.Image) -> tuple[np.ndarray, bool] | None:
+def _low_byte_rawmodes(im: Image.Image) -> list[str] | None:
+    """For a 16-bit RGB(A) PNG/TIFF that Pillow decodes to 8 bits, the rawmodes that decode its low bytes
+    (a second pass, see :func:`_decode_16bit_rgb`); None for every other image."""
+    if im.format not in ("PNG", "TIFF") or im.mode not in ("RGB", "RGBA") or not im.tile:
+        return None
+    lows = [_low_rawmode(r) if r else None for r in (tile_rawmode(t.args) for t in im.tile)]
+    if any(low is None for low in lows):
+        return None
+    return [low for low in lows if low is not None]
+
+
+def _snapshot(im: Image.Image) -> tuple[Image.Image, bytes]:
+    """The file behind ``im`` read once into memory, and the image opened anew from those bytes.
+
+    A 16-bit RGB(A) file is decoded twice (high bytes, then low bytes): from the file on disk, a file
+    replaced or rewritten between the passes mixed two photos silently. From one in-memory copy both
+    passes, and the metadata, see the same bytes; a file that changed between the header read and the
+    copy is refused.
+    """
+    fp = im.fp
+    assert fp is not None
+    fp.seek(0)
+    data = fp.read()
+    again = Image.open(io.BytesIO(data), formats=[im.format])
+    if again.size != im.size or again.mode != im.mode or again.tile != im.tile:
+        again.close()
+        raise PhotoError("the file changed while it was being read: try again")
+    return again, data
+
+
+def _decode_16bit_rgb(im: Image.Image, snapshot: bytes | None) -> tuple[np.ndarray, bool] | None:
     """(uint16 H x W x C, grayscale) for a 16-bit RGB(A) or gray+alpha file that Pillow would decode to
-    8 bits; None for anything else."""
+    8 bits; None for anything else. ``snapshot`` is the file's bytes that ``im`` was opened from, for the
+    second pass (see :func:`_snapshot`)."""
     if im.mode not in ("RGB", "RGBA") or not im.tile:
         return None
     raws = [tile_rawmode(t.args) for t in im.tile]
@@ -258,13 +322,13 @@ def _decode_16bit_rgb(path: Path, im: Image.Image) -> tuple[np.ndarray, bool] | 
         gray = (b[..., 0] << 8) | b[..., 1]
         alpha = (b[..., 2] << 8) | b[..., 3]
         return np.stack([gray, alpha], axis=-1), True
-    lows = [_low_rawmode(r) if r else None for r in raws]
-    if not lows or any(low is None for low in lows):
+    lows = _low_byte_rawmodes(im)
+    if lows is None or snapshot is None:
         return None
     tiles = list(im.tile)
     im.load()
     hi = np.asarray(im)
-    with Image.open(path, formats=[im.format]) as again:
+    with Image.open(io.BytesIO(snapshot), formats=[im.format]) as again:
         again.tile = [t._replace(args=swap_rawmode(t.args, low)) for t, low in zip(tiles, lows, strict=True)]
         again.load()
         lo = np.asarray(again)
@@ -282,7 +346,9 @@ class _Pixels(NamedTuple):
     icc: bytes | None
 
 
-def _decode(path: Path, im: Image.Image, warns: list[str], float_layout: FloatLayout | None = None) -> Photo:
+def _decode(
+    path: Path, im: Image.Image, warns: list[str], float_layout: FloatLayout | None, snapshot: bytes | None
+) -> Photo:
     fmt = im.format or "?"
     frames = int(getattr(im, "n_frames", 1) or 1)
     if frames > 1 and fmt != "MPO":
@@ -299,7 +365,7 @@ def _decode(path: Path, im: Image.Image, warns: list[str], float_layout: FloatLa
     source_mode = im.mode
     info = dict(im.info)
     dpi = _dpi(info)
-    px = _decode_pixels(path, im, float_layout, info.get("icc_profile") or None, warns)
+    px = _decode_pixels(im, float_layout, snapshot, info.get("icc_profile") or None, warns)
     info = px.info
     color = px.samples[..., :1] if px.grayscale else px.samples[..., :3]
     alpha_u = px.samples[..., -1] if px.samples.shape[-1] in (2, 4) else None
@@ -327,10 +393,10 @@ def _decode(path: Path, im: Image.Image, warns: list[str], float_layout: FloatLa
 
 
 def _decode_pixels(
-    path: Path, im: Image.Image, float_layout: FloatLayout | None, icc: bytes | None, warns: list[str]
+    im: Image.Image, float_layout: FloatLayout | None, snapshot: bytes | None, icc: bytes | None, warns: list[str]
 ) -> _Pixels:
     """The samples at the depth the file has: 32-bit float, 16 bits (also where Pillow alone gives 8), or 8."""
-    wide = _decode_16bit_rgb(path, im) if im.format in ("PNG", "TIFF") else None
+    wide = _decode_16bit_rgb(im, snapshot) if im.format in ("PNG", "TIFF") else None
     if im.mode == "F":
         samples = decode_float(im, float_layout, warns)
         info = dict(im.info)
