@@ -192,3 +192,45 @@ def test_allow_huge_reaches_every_decoder(
     if bits == 16:
         np.testing.assert_array_equal(np.rint(photo.rgb * 65535).astype(np.uint16), pixels)
     assert Image.MAX_IMAGE_PIXELS == 100  # Pillow's limit is back for other code
+
+
+# ------------------------------------------------------ 3: a TIFF that shrinks while it is being read
+
+_SHRINK_SCRIPT = """
+import sys
+from pathlib import Path
+import deblurcli.photo.exif as exif
+from deblurcli.errors import PhotoError
+from deblurcli.photo import read_photo
+
+path = Path(sys.argv[1])
+real = exif.restore_tag_types
+
+def shrink_first(*args):  # another program saves over the file while its EXIF is being read
+    with open(path, "r+b") as fh:
+        fh.truncate(0)
+    return real(*args)
+
+exif.restore_tag_types = shrink_first
+try:
+    read_photo(path)
+    print("read")
+except PhotoError as e:
+    print("PhotoError:", e)
+"""
+
+
+def test_tiff_that_shrinks_while_its_exif_is_read_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    exif.get_ifd(0x8769)[0x9003] = "2024:05:01 12:00:00"
+    src = tmp_path / "p.tif"
+    noise(64, 64).save(src, exif=exif)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", _SHRINK_SCRIPT, str(src)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-500:])  # -7 was SIGBUS
+    assert done.stdout.startswith("PhotoError:") and done.stderr == "", (done.stdout, done.stderr)

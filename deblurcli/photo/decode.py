@@ -361,7 +361,7 @@ def _decode(
         raise PhotoError("CIELab images are not supported: export an RGB TIFF")
 
     # A TIFF's EXIF is read lazily from the open file, which loading the pixels closes: take it first.
-    tiff_exif = tiff_exif_block(im, path, warns) if fmt == "TIFF" else None
+    tiff_exif = tiff_exif_block(im, warns) if fmt == "TIFF" else None
     source_mode = im.mode
     info = dict(im.info)
     dpi = _dpi(info)

@@ -8,10 +8,10 @@ byte for byte. The same parser reads TIFF file headers (a TIFF file is an EXIF-s
 
 from __future__ import annotations
 
-import mmap
+import os
 import struct
 from dataclasses import dataclass
-from pathlib import Path
+from typing import BinaryIO, overload
 
 from PIL import Image
 
@@ -20,6 +20,44 @@ from deblurcli.photo.common import one_line
 
 class ExifFormatError(ValueError):
     pass
+
+
+class FileWindow:
+    """A file seen as a read-only byte string that reads only the bytes asked for (seek + read).
+
+    For parsing a TIFF file's IFDs: reading it whole would cost the file's size, and memory-mapping it
+    killed the process with SIGBUS when the file shrank meanwhile (another program saving over it). A
+    read past the end here is an :class:`ExifFormatError` instead.
+    """
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self._fp = fp
+        self._size = fp.seek(0, os.SEEK_END)
+
+    def __len__(self) -> int:
+        return self._size
+
+    @overload
+    def __getitem__(self, key: int) -> int: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> bytes: ...
+
+    def __getitem__(self, key: int | slice) -> int | bytes:
+        if isinstance(key, int):
+            return self[key:key + 1][0]
+        start, stop, step = key.indices(self._size)
+        if step != 1:
+            raise ValueError("FileWindow slices have no step")
+        self._fp.seek(start)
+        data = self._fp.read(max(0, stop - start))
+        if len(data) != max(0, stop - start):
+            raise ExifFormatError("the file is shorter than it was (it changed while being read)")
+        return data
+
+
+#: What an :class:`ExifBlock` can parse: the block's bytes, or a TIFF file through a :class:`FileWindow`.
+Blob = bytes | bytearray | FileWindow
 
 
 TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
@@ -58,7 +96,7 @@ class ExifBlock:
     was: unknown tags, their original types, and maker notes whose internal offsets are absolute.
     """
 
-    def __init__(self, blob: bytes | mmap.mmap) -> None:
+    def __init__(self, blob: Blob) -> None:
         if len(blob) < 8 or blob[:2] not in (b"II", b"MM"):
             raise ExifFormatError("no TIFF header")
         self.blob = blob
@@ -76,10 +114,10 @@ class ExifBlock:
             self.ifd1 = self._parse_ifd(self.ifd0.next_offset, strict=False, chained=True)
 
     def _u16(self, at: int) -> int:
-        return struct.unpack_from(self.e + "H", self.blob, at)[0]
+        return struct.unpack(self.e + "H", self.blob[at:at + 2])[0]
 
     def _u32(self, at: int) -> int:
-        return struct.unpack_from(self.e + "I", self.blob, at)[0]
+        return struct.unpack(self.e + "I", self.blob[at:at + 4])[0]
 
     def _sub(self, parent: Ifd, tag: int, name: str) -> Ifd | None:
         entry = parent.entries.get(tag)
@@ -106,7 +144,7 @@ class ExifBlock:
         entries: dict[int, Entry] = {}
         for k in range(count):
             pos = offset + 2 + 12 * k
-            tag, typ, cnt = struct.unpack_from(self.e + "HHI", self.blob, pos)
+            tag, typ, cnt = struct.unpack(self.e + "HHI", self.blob[pos:pos + 8])
             size = TYPE_SIZES.get(typ)
             value_at: int | None = None
             nbytes = 0
@@ -144,6 +182,7 @@ class ExifBlock:
 
     def edited(self, width: int, height: int, software: str) -> bytes:
         """The block with Orientation 1, pixel dimensions, Software, and no thumbnail."""
+        assert not isinstance(self.blob, FileWindow), "only a block in memory is edited"
         buf = bytearray(self.blob)
         orientation = self.ifd0.entries.get(0x0112)
         if orientation is not None:  # rewritten whole: a malformed entry (count > 1, odd type) must say 1 too
@@ -221,8 +260,12 @@ TIFF_STRUCTURE_TAGS = {
 }
 
 
-def tiff_exif_block(im: Image.Image, path: Path, warns: list[str]) -> bytes | None:
-    """A TIFF's EXIF as a standalone block: its IFD0 minus the TIFF's own layout tags, plus sub-IFDs."""
+def tiff_exif_block(im: Image.Image, warns: list[str]) -> bytes | None:
+    """A TIFF's EXIF as a standalone block: its IFD0 minus the TIFF's own layout tags, plus sub-IFDs.
+
+    Read from the image's own open file (``im.fp``) in bounded pieces, not memory-mapped: see
+    :class:`FileWindow`.
+    """
     exif = im.getexif()
     for tag in list(exif):
         if tag in TIFF_STRUCTURE_TAGS:
@@ -232,12 +275,14 @@ def tiff_exif_block(im: Image.Image, path: Path, warns: list[str]) -> bytes | No
     except Exception as e:  # Pillow cannot re-serialise some odd tag types
         warns.append(f"EXIF in this TIFF could not be read ({one_line(e)}): dropped")
         return None
-    if block:
+    if block and im.fp is not None:
+        position = im.fp.tell()  # Pillow reads the pixels through the same file object later
         try:  # Pillow re-types some tags when re-serialising: take the types from the file itself
-            with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as whole:
-                restore_tag_types(block, ExifBlock(bytes(block)), whole)
+            restore_tag_types(block, ExifBlock(bytes(block)), FileWindow(im.fp))
         except (OSError, ValueError, ExifFormatError, struct.error):
             pass
+        finally:
+            im.fp.seek(position)
     return bytes(block) if block else None
 
 
@@ -270,7 +315,7 @@ def strip_exif_prefix(raw: bytes) -> bytes:
     return raw
 
 
-def restore_tag_types(buf: bytearray, written: ExifBlock, source_exif: bytes | mmap.mmap) -> None:
+def restore_tag_types(buf: bytearray, written: ExifBlock, source_exif: Blob) -> None:
     """Give tags Pillow re-typed (e.g. a nested MakerNote written as BYTE, not UNDEFINED) their source
     type back, where the value's byte size is the same so only the type field changes."""
     try:
