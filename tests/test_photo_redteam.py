@@ -234,3 +234,73 @@ def test_tiff_that_shrinks_while_its_exif_is_read_is_an_error_not_a_crash(tmp_pa
                           env=env, timeout=120)
     assert done.returncode == 0, (done.returncode, done.stderr[-500:])  # -7 was SIGBUS
     assert done.stdout.startswith("PhotoError:") and done.stderr == "", (done.stdout, done.stderr)
+
+
+# ------------------------------------------------------- 13: float TIFFs checked before they are read
+
+
+def float_rgb_tiff(px: np.ndarray, strip_bytes: int | None = None) -> bytes:
+    """A one-strip little-endian RGB float32 TIFF (the layout Pillow refuses and our view reads)."""
+    h, w, c = px.shape
+    data = px.astype("<f4").tobytes()
+    entries = [(256, 4, w), (257, 4, h), (258, 3, 0), (259, 3, 1), (262, 3, 2), (273, 4, 0), (277, 3, c),
+               (278, 4, h), (279, 4, strip_bytes or len(data)), (339, 3, 0)]
+    arrays_at = 8 + 2 + 12 * len(entries) + 4
+    out = b"II*\x00" + struct.pack("<IH", 8, len(entries))
+    for tag, typ, value in entries:
+        if tag in (258, 339):
+            out += struct.pack("<HHII", tag, typ, c, arrays_at + (0 if tag == 258 else 2 * c))
+            continue
+        value = arrays_at + 4 * c if tag == 273 else value
+        out += struct.pack("<HHI", tag, typ, 1) + (struct.pack("<HH", value, 0) if typ == 3 else struct.pack("<I", value))
+    return out + bytes(4) + struct.pack(f"<{c}H", *[32] * c) + struct.pack(f"<{c}H", *[3] * c) + data
+
+
+def _sparse_tail(path: Path) -> None:
+    with open(path, "r+b") as fh:
+        fh.truncate(64 * 2**20)  # a sparse 64 MiB tail: no disk used, but read whole it was 3 copies
+
+
+def _peak_memory_of_read(path: Path) -> tuple[object, int]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        try:
+            result: object = read_photo(path)
+        except PhotoError as e:
+            result = e
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_float_tiff_with_a_huge_tail_reads_only_its_image(tmp_path: Path) -> None:
+    px = RNG.random((16, 16, 3), dtype=np.float32)
+    src = tmp_path / "tail.tif"
+    src.write_bytes(float_rgb_tiff(px))
+    _sparse_tail(src)
+    photo, peak = _peak_memory_of_read(src)
+    assert isinstance(photo, Photo), photo
+    np.testing.assert_array_equal(photo.rgb, px)
+    assert peak < 4 * 2**20, peak
+
+
+def test_float_tiff_bomb_is_refused_before_its_data_are_read(tmp_path: Path) -> None:
+    data = bytearray(float_rgb_tiff(np.zeros((2, 2, 3), np.float32)))
+    struct.pack_into("<I", data, 10 + 8, 100_000)  # ImageWidth, the first entry
+    struct.pack_into("<I", data, 10 + 12 + 8, 100_000)  # ImageLength
+    src = tmp_path / "bomb.tif"
+    src.write_bytes(bytes(data))
+    _sparse_tail(src)
+    err, peak = _peak_memory_of_read(src)
+    assert isinstance(err, PhotoError) and "100000x100000" in str(err), err
+    assert peak < 4 * 2**20, peak
+
+
+def test_float_tiff_strip_claiming_more_than_it_can_hold_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "forged.tif"
+    src.write_bytes(float_rgb_tiff(np.zeros((16, 16, 3), np.float32), strip_bytes=2**30))
+    with pytest.raises(PhotoError, match="strip or tile") as err:
+        read_photo(src)
+    assert "\n" not in str(err.value)

@@ -193,7 +193,9 @@ def _open_image(
             im = Image.open(path, formats=_read_formats())
         except Image.UnidentifiedImageError:
             other = _sniff(head)
-            opened = open_float_tiff(path) if other == "TIFF layout" else None
+            opened = None
+            if other == "TIFF layout":  # checked before its data are read: float32, then a copy per sample
+                opened = open_float_tiff(path, lambda w, h, samples: _check_size(w, h, allow_huge, 8 * samples))
             if opened is not None:
                 im, layout = opened
             elif other == "GIF":
@@ -213,34 +215,32 @@ def _open_image(
             raise PhotoError("not enough memory to open this image") from None
         except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError) as e:
             raise PhotoError(f"corrupt image header ({one_line(e)})") from None
-    w, h = im.size
-    if layout is not None:
-        w //= layout.samples  # the float view is samples-times wider than the photo
+    if layout is None:
+        held = file_size if _low_byte_rawmodes(im) is not None else 0
+        try:
+            _check_size(*im.size, allow_huge, 8 if im.mode == "F" else len(im.getbands()) * 2, held)
+        except PhotoError:
+            im.close()
+            raise
+    return im, layout
+
+
+def _check_size(w: int, h: int, allow_huge: bool, per_pixel: int, held: int = 0) -> None:
+    """Refuse, before anything is decoded, an invalid size, one over :data:`MAX_PIXELS` (unless
+    ``allow_huge``), and a huge one whose decode would not fit in available memory.
+
+    ``per_pixel`` is the bytes one pixel takes as decoded (before our float32 RGB and alpha); ``held``
+    is what else is in memory meanwhile (the file, for a two-pass 16-bit decode).
+    """
     if w <= 0 or h <= 0:
-        im.close()
         raise PhotoError(f"invalid image size {w}x{h}")
     if w * h > MAX_PIXELS and not allow_huge:
-        im.close()
         raise PhotoError(
             f"image claims {w}x{h} pixels ({w * h / 1e6:.0f} MP), over the {MAX_PIXELS // 1_000_000} MP "
             "safety limit (possible decompression bomb); pass --allow-huge if it is real"
         )
-    if w * h > MAX_PIXELS:
-        held = file_size if _low_byte_rawmodes(im) is not None else 0
-        _check_memory(w, h, im, 1 if layout is None else layout.samples, held)
-    return im, layout
-
-
-def _check_memory(w: int, h: int, im: Image.Image, samples: int, held: int = 0) -> None:
-    """Refuse, before allocating, an image whose decode would not fit in available memory.
-
-    ``samples`` is the number of samples per pixel behind each band: more than 1 for a float TIFF view.
-    ``held`` is what else is in memory meanwhile (the file, for a two-pass 16-bit decode).
-    """
-    if im.mode == "F":  # float32 decoded, then a float32 copy per sample
-        per_pixel = 8 * samples
-    else:  # up to 16 bits per band decoded
-        per_pixel = len(im.getbands()) * 2
+    if w * h <= MAX_PIXELS:
+        return
     need = w * h * (per_pixel + 16) + held  # + float32 RGB + alpha
     avail = _memory_available()
     if avail is not None and need > avail:

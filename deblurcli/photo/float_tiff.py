@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 
 from deblurcli.errors import PhotoError
 from deblurcli.photo.common import one_line, swap_rawmode
-from deblurcli.photo.exif import ExifBlock, ExifFormatError
+from deblurcli.photo.exif import ExifBlock, ExifFormatError, FileWindow
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,15 @@ class FloatLayout:
 _FLOAT_TIFF_TAGS = {256: 4, 258: 3, 262: 3, 277: 3, 317: 3, 322: 4, 339: 3}  # tags the view rewrites: type
 
 
-def open_float_tiff(path: Path) -> tuple[Image.Image, FloatLayout] | None:
+#: Compressed strips or tiles larger than this many times their decoded size plus 4 KiB are forged: no TIFF
+#: codec expands data that much (LZW, the worst, by 1.5x).
+_MAX_EXPANSION = 2
+
+#: A file may hold this much besides the data the view reads (unreferenced gaps) before it is refused.
+_MAX_SLACK = 16 * 2**20
+
+
+def open_float_tiff(path: Path, check_size: Callable[[int, int, int], None]) -> tuple[Image.Image, FloatLayout] | None:
     """Open a 32-bit float RGB(A) or gray+alpha TIFF, which Pillow refuses, through Pillow all the same.
 
     Pillow reads only one-channel float TIFFs (mode "F"). A contiguous float TIFF of width W with S
@@ -43,24 +53,35 @@ def open_float_tiff(path: Path) -> tuple[Image.Image, FloatLayout] | None:
     decompresses with every codec it has. The predictor is turned off in the view because its stride is
     the sample count: :func:`_undo_float_predictor` applies it afterwards. Returns None when the file is
     not a float TIFF (the caller's refusal then stands); raises PhotoError for float layouts we refuse.
+
+    The header is parsed through bounded reads, ``check_size(width, height, samples)`` (the caller's bomb
+    and memory check, which raises PhotoError) runs before any pixel data is read, and then only the bytes
+    the image refers to are read: the whole file used to be read, and copied twice, first (a 16x16 float
+    TIFF with a 1 GB tail took 3.6 GB).
     """
     try:
-        data = path.read_bytes()
-        block = ExifBlock(data)
+        with open(path, "rb") as fh:
+            block = ExifBlock(FileWindow(fh))
+            return _open_view(fh, block, check_size)
     except MemoryError:
         raise PhotoError("not enough memory to open this image") from None
     except OSError as e:
         raise PhotoError(f"cannot open: {e.strerror or e}") from None
     except (ExifFormatError, struct.error):
         return None
+
+
+def _open_view(
+    fh: BinaryIO, block: ExifBlock, check_size: Callable[[int, int, int], None]
+) -> tuple[Image.Image, FloatLayout] | None:
     entries = block.ifd0.entries
 
-    def ints(tag: int, default: int) -> list[int]:
+    def ints(tag: int, default: int, limit: int = 64) -> list[int]:
         entry = entries.get(tag)
-        if entry is None or entry.value_at is None or entry.type not in (1, 3, 4) or not 0 < entry.count <= 64:
+        if entry is None or entry.value_at is None or entry.type not in (1, 3, 4) or not 0 < entry.count <= limit:
             return [default]
         fmt = {1: "B", 3: "H", 4: "I"}[entry.type]
-        return list(struct.unpack_from(f"{block.e}{entry.count}{fmt}", data, entry.value_at))
+        return list(struct.unpack(f"{block.e}{entry.count}{fmt}", block.blob[entry.value_at:entry.value_at + entry.nbytes]))
 
     if set(ints(339, 1)) != {3}:
         return None  # not floating point: some other layout Pillow cannot read
@@ -78,29 +99,74 @@ def open_float_tiff(path: Path) -> tuple[Image.Image, FloatLayout] | None:
         raise PhotoError("tiled floating-point TIFF with a predictor is not supported: export it without "
                          "a predictor or as a 16-bit TIFF")
     e = block.e
-    table = {tag: data[entry.pos:entry.pos + 12] for tag, entry in entries.items() if tag != 338}
-    width = ints(256, 0)[0]
+    width, height = ints(256, 0)[0], ints(257, 0)[0]
     new_values = {256: width * samples, 258: 32, 262: 1, 277: 1, 317: 1, 339: 3}
     if tiled:
         new_values[322] = ints(322, 0)[0] * samples
+    if max(new_values.values()) > 0xFFFFFFFF:  # only the widths grow; a forged one must not overflow the LONG
+        raise PhotoError(f"floating-point TIFF {width} pixels wide is too wide to read")
+    check_size(width, height, samples)
+    end = _data_end(block, ints, width, height, samples, tiled)
+    table = {tag: block.blob[entry.pos:entry.pos + 12] for tag, entry in entries.items() if tag != 338}
     for tag, value in new_values.items():
         typ = _FLOAT_TIFF_TAGS[tag]
-        if value > 0xFFFFFFFF:  # only the widths grow; a forged one must not overflow the LONG
-            raise PhotoError(f"floating-point TIFF {width} pixels wide is too wide to read")
         packed = struct.pack(e + "HH", value, 0) if typ == 3 else struct.pack(e + "I", value)
         table[tag] = struct.pack(e + "HHI", tag, typ, 1) + packed
-    at = len(data) + (len(data) & 1)
+    at = end + (end & 1)
     ifd = struct.pack(e + "H", len(table)) + b"".join(table[t] for t in sorted(table)) + bytes(4)
-    view = bytearray(data) + bytes(at - len(data)) + ifd
+    view = bytearray(at + len(ifd))  # the file's bytes up to ``end``, then the new IFD; read in place
+    fh.seek(0)
+    if fh.readinto(memoryview(view)[:end]) != end:
+        raise ExifFormatError("the file is shorter than it was (it changed while being read)")
+    view[at:] = ifd
     struct.pack_into(e + "I", view, 4, at)
     try:
-        im = Image.open(io.BytesIO(bytes(view)), formats=["TIFF"])
+        im = Image.open(io.BytesIO(view), formats=["TIFF"])
     except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError) as err:
         raise PhotoError(f"corrupt floating-point TIFF ({one_line(err)})") from None  # (raised in a handler)
     if im.mode != "F":
         im.close()
         raise PhotoError("unsupported floating-point TIFF layout: export a 16-bit TIFF")
     return im, FloatLayout(samples, predictor, e)
+
+
+def _data_end(
+    block: ExifBlock, ints: Callable[[int, int, int], list[int]], width: int, height: int, samples: int, tiled: bool
+) -> int:
+    """Where the last byte the view needs ends: strips or tiles, and the IFDs with their values.
+
+    A strip or tile that claims far more bytes than it can decode to is refused, and so is a file whose
+    referenced bytes are spread over much more than their own size: either would make the view read
+    (and hold) data that cannot belong to the image.
+    """
+    n = len(block.blob)
+    if tiled:
+        tw, th = ints(322, 0, 1)[0], ints(323, 0, 1)[0]
+        pieces = max(1, -(-width // max(tw, 1)) * -(-height // max(th, 1)))
+        decoded = tw * th * samples * 4
+        offsets, counts = ints(324, -1, pieces), ints(325, -1, pieces)
+    else:
+        rows = min(max(ints(278, height, 1)[0], 1), max(height, 1))
+        pieces = -(-height // rows)
+        decoded = rows * width * samples * 4
+        offsets, counts = ints(273, -1, pieces), ints(279, -1, pieces)
+        if counts == [-1] and ints(259, 1, 1)[0] == 1:  # optional for uncompressed strips: their full size
+            counts = [decoded] * (pieces - 1) + [(height - rows * (pieces - 1)) * width * samples * 4]
+    if len(offsets) != pieces or len(counts) != pieces or min(offsets + counts) < 0:
+        raise PhotoError("corrupt floating-point TIFF (strip or tile table missing or of the wrong size)")
+    if max(counts) > _MAX_EXPANSION * decoded + 4096:
+        raise PhotoError(f"corrupt floating-point TIFF (a {width}x{height} image with a {max(counts)}-byte "
+                         "strip or tile)")
+    extents = [(o, o + c) for o, c in zip(offsets, counts, strict=True)]
+    for ifd in (block.ifd0, block.exif, block.gps, block.interop):
+        if ifd is not None:
+            extents += ifd.extents()
+    end = max(stop for _, stop in extents)
+    if end > n:
+        raise PhotoError("truncated floating-point TIFF (its strips or tiles lie beyond the end of the file)")
+    if end > sum(stop - start for start, stop in extents) + _MAX_SLACK:
+        raise PhotoError(f"corrupt floating-point TIFF (its {end}-byte span is mostly data it does not refer to)")
+    return end
 
 
 def decode_float(im: Image.Image, layout: FloatLayout | None, warns: list[str]) -> np.ndarray:
