@@ -304,3 +304,82 @@ def test_float_tiff_strip_claiming_more_than_it_can_hold_is_refused(tmp_path: Pa
     with pytest.raises(PhotoError, match="strip or tile") as err:
         read_photo(src)
     assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------- 16: crafted EXIF that is still readable
+
+
+def exif_block(ifd0: list[tuple[int, int, int, bytes | int]], ifd1: list[tuple[int, int, int, bytes | int]]) -> bytes:
+    """A little-endian EXIF block: IFD0 at 8, then IFD1, then the out-of-line values. An entry is (tag,
+    type, count, value): bytes are stored out of line (or inline when 4 bytes or fewer), an int is the
+    inline value or the offset to write as is."""
+    tables = 8 + (2 + 12 * len(ifd0) + 4) + (2 + 12 * len(ifd1) + 4 if ifd1 else 0)
+    values = b""
+
+    def table(entries: list[tuple[int, int, int, bytes | int]], next_ifd: int) -> bytes:
+        nonlocal values
+        out = struct.pack("<H", len(entries))
+        for tag, typ, count, value in entries:
+            if isinstance(value, bytes) and len(value) > 4:
+                out += struct.pack("<HHII", tag, typ, count, tables + len(values))
+                values += value + b"\x00" * (len(value) & 1)
+            elif isinstance(value, bytes):
+                out += struct.pack("<HHI", tag, typ, count) + value.ljust(4, b"\x00")
+            else:
+                out += struct.pack("<HHII", tag, typ, count, value)
+        return out + struct.pack("<I", next_ifd)
+
+    first = table(ifd0, 8 + 2 + 12 * len(ifd0) + 4 if ifd1 else 0)
+    second = table(ifd1, 0) if ifd1 else b""
+    return b"II*\x00" + struct.pack("<I", 8) + first + second + values
+
+
+def _camera_ifd0(software: tuple[int, int, int, bytes | int]) -> list[tuple[int, int, int, bytes | int]]:
+    return [(0x010F, 2, 6, b"Canon\x00"), (0x0110, 2, 7, b"EOS R5\x00"), (0x0112, 3, 1, struct.pack("<H", 6)), software]
+
+
+def _round_trip_exif(tmp_path: Path, block: bytes) -> tuple[ExifBlock, bytes, list[str]]:
+    src = tmp_path / "in.jpg"
+    src.write_bytes(encoded(noise(8, 12), "JPEG", exif=b"Exif\x00\x00" + block))
+    photo = read_photo(src)
+    assert photo.exif_parsed and photo.orientation == 6
+    warns = write_photo(tmp_path / "out.jpg", photo.rgb, photo)
+    with Image.open(tmp_path / "out.jpg") as out:
+        raw = out.info["exif"][6:]
+    return ExifBlock(raw), raw, warns
+
+
+def _ascii(block: ExifBlock, raw: bytes, tag: int) -> bytes:
+    entry = block.ifd0.entries[tag]
+    assert entry.value_at is not None
+    return raw[entry.value_at:entry.value_at + entry.nbytes].rstrip(b"\x00")
+
+
+def test_thumbnail_pointer_over_ifd0_does_not_wipe_make_model_orientation(tmp_path: Path) -> None:
+    size = len(exif_block(_camera_ifd0((0x0131, 2, 8, b"Fw 1.0.0")), [(0x0201, 4, 1, 0), (0x0202, 4, 1, 0)]))
+    block = exif_block(_camera_ifd0((0x0131, 2, 8, b"Fw 1.0.0")),
+                       [(0x0201, 4, 1, 8), (0x0202, 4, 1, size - 8)])  # the "thumbnail" is the whole block
+    out, raw, _ = _round_trip_exif(tmp_path, block)
+    assert _ascii(out, raw, 0x010F) == b"Canon" and _ascii(out, raw, 0x0110) == b"EOS R5"
+    assert out.orientation == 1 and out.ifd1 is None
+
+
+def test_software_value_at_offset_0_does_not_overwrite_the_header(tmp_path: Path) -> None:
+    block = exif_block(_camera_ifd0((0x0131, 2, 40, 0)), [])  # Software's 40 bytes "at offset 0"
+    out, raw, _ = _round_trip_exif(tmp_path, block)
+    assert raw[:8] == b"II*\x00\x08\x00\x00\x00"
+    assert _ascii(out, raw, 0x0131).startswith(b"deblurcli ")
+    assert _ascii(out, raw, 0x010F) == b"Canon" and out.orientation == 1
+
+
+def test_exif_with_65535_entries_into_tiff_is_dropped_with_a_warning(tmp_path: Path) -> None:
+    n = 65535
+    block = (b"II*\x00" + struct.pack("<IH", 8, n)
+             + b"".join(struct.pack("<HHIHH", k + 1, 3, 1, k, 0) for k in range(n)) + bytes(4))
+    src = tmp_path / "many.png"
+    src.write_bytes(encoded(noise(8, 8), "PNG", exif=b"Exif\x00\x00" + block))
+    photo = read_photo(src)
+    warns = write_photo(tmp_path / "out.tif", photo.rgb, photo)
+    assert any("EXIF dropped" in w and "65" in w for w in warns), warns
+    again = read_photo(tmp_path / "out.tif")
+    assert again.size == (8, 8)

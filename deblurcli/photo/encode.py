@@ -25,7 +25,13 @@ from deblurcli._version import __version__
 from deblurcli.atomic import atomic_output
 from deblurcli.errors import PhotoError
 from deblurcli.photo.common import Photo, collect_warnings, one_line
-from deblurcli.photo.exif import TIFF_STRUCTURE_TAGS, ExifBlock, ExifFormatError, restore_tag_types
+from deblurcli.photo.exif import (
+    MAX_IFD_ENTRIES,
+    TIFF_STRUCTURE_TAGS,
+    ExifBlock,
+    ExifFormatError,
+    restore_tag_types,
+)
 from deblurcli.photo.metadata import XMP_EXT_SIG, copy_sidecar, patch_xmp
 
 #: Suffixes we write; the output format follows the suffix. (AVIF only where the AVIF plugin is present.)
@@ -445,6 +451,11 @@ def _tiff_tags(meta: _Meta, warns: list[str]) -> Image.Exif:
             for tag in list(tags):
                 if tag in TIFF_STRUCTURE_TAGS:
                     del tags[tag]
+            largest = max(len(tags), *(len(tags.get_ifd(t)) for t in (0x8769, 0x8825)))
+            if largest + len(TIFF_STRUCTURE_TAGS) > MAX_IFD_ENTRIES:  # a forged block (65,535 entries)
+                warns.append(f"EXIF dropped: an IFD of {largest} entries is more than a TIFF output carries "
+                             f"({MAX_IFD_ENTRIES})")
+                return _with_other_tags(Image.Exif(), meta)
             # Pillow's TIFF writer nests only top-level IFDs: hand it the Interop IFD as a dict so that it
             # is written as a sub-IFD instead of as a stale offset into the old block.
             exif_ifd = tags.get_ifd(0x8769)
@@ -457,6 +468,11 @@ def _tiff_tags(meta: _Meta, warns: list[str]) -> Image.Exif:
         except Exception as e:
             warns.append(f"EXIF dropped: TIFF cannot hold it ({one_line(e)})")
             tags = Image.Exif()
+    return _with_other_tags(tags, meta)
+
+
+def _with_other_tags(tags: Image.Exif, meta: _Meta) -> Image.Exif:
+    """``tags`` plus XMP, IPTC, Photoshop resources and the Predictor of the strips we append."""
     if meta.xmp:
         tags[700] = meta.xmp
     if meta.iptc:

@@ -60,6 +60,10 @@ class FileWindow:
 Blob = bytes | bytearray | FileWindow
 
 
+#: Most entries an IFD may have: real ones have tens to a few hundred; more is a forged block, which would
+#: cost time (65,535 entries) and which a TIFF output could not carry.
+MAX_IFD_ENTRIES = 4096
+
 TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 
 
@@ -137,7 +141,7 @@ class ExifBlock:
                 raise ExifFormatError(f"IFD offset {offset} outside the {n}-byte block")
             return None
         count = self._u16(offset)
-        if offset + 2 + 12 * count > n or count > 4096:
+        if offset + 2 + 12 * count > n or count > MAX_IFD_ENTRIES:
             if strict:
                 raise ExifFormatError(f"IFD with {count} entries overruns the block")
             return None
@@ -196,7 +200,8 @@ class ExifBlock:
             self._drop_thumbnail(buf)
         value = software.encode("ascii", "replace") + b"\x00"
         entry = self.ifd0.entries.get(0x0131)
-        if entry is not None and entry.type == 2 and entry.value_at is not None and entry.nbytes >= len(value) > 4:
+        if (entry is not None and entry.type == 2 and entry.value_at is not None and entry.nbytes >= len(value) > 4
+                and not _overlapping(entry.value_at, entry.value_at + entry.nbytes, self._kept(but=entry))):
             buf[entry.value_at:entry.value_at + entry.nbytes] = value.ljust(entry.nbytes, b"\x00")
             struct.pack_into(self.e + "I", buf, entry.pos + 4, len(value))
             return bytes(buf)
@@ -234,14 +239,23 @@ class ExifBlock:
                 thumb = (start, start + length)
         dropped = ifd1.extents() + ([thumb] if thumb else [])
         cut = min(s for s, _ in dropped)
+        kept = self._kept()
+        if max(e for _, e in kept) <= cut:
+            del buf[cut:]
+        elif thumb:  # zeroed where it is the thumbnail's alone: a forged pointer may cover IFD0 and its values
+            for start, stop in _uncovered(thumb, kept):
+                buf[start:stop] = bytes(stop - start)
+
+    def _kept(self, but: Entry | None = None) -> list[tuple[int, int]]:
+        """Byte ranges the edited block keeps: the header, the IFD tables and their out-of-line values
+        (except those of entry ``but``)."""
         kept = [(0, 8)]
         for ifd in (self.ifd0, self.exif, self.gps, self.interop):
             if ifd is not None:
                 kept += ifd.extents()
-        if max(e for _, e in kept) <= cut and all(s >= cut for s, _ in dropped):
-            del buf[cut:]
-        elif thumb:
-            buf[thumb[0]:thumb[1]] = bytes(thumb[1] - thumb[0])
+        if but is not None and but.value_at is not None and but.nbytes > 4:
+            kept.remove((but.value_at, but.value_at + but.nbytes))
+        return kept
 
     def _append(self, buf: bytearray, data: bytes) -> int:
         if len(buf) % 2:
@@ -249,6 +263,19 @@ class ExifBlock:
         at = len(buf)
         buf.extend(data)
         return at
+
+
+def _overlapping(start: int, stop: int, ranges: list[tuple[int, int]]) -> bool:
+    return any(start < b and a < stop for a, b in ranges)
+
+
+def _uncovered(span: tuple[int, int], ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of ``span`` that none of ``ranges`` covers."""
+    pieces = [span]
+    for a, b in ranges:
+        pieces = [p for start, stop in pieces
+                  for p in ((start, min(stop, a)), (max(start, b), stop)) if p[0] < p[1]]
+    return pieces
 
 
 # TIFF tags that describe the TIFF's own pixel layout, or that we carry separately: kept out of the EXIF
