@@ -383,3 +383,70 @@ def test_exif_with_65535_entries_into_tiff_is_dropped_with_a_warning(tmp_path: P
     assert any("EXIF dropped" in w and "65" in w for w in warns), warns
     again = read_photo(tmp_path / "out.tif")
     assert again.size == (8, 8)
+
+
+# -------------------------------------- 7: truncated JPEGs, and work capped by the data actually present
+
+
+def _eoi_at(data: bytes) -> int:
+    assert data.endswith(b"\xff\xd9")
+    return len(data) - 2
+
+
+JPEG_KINDS = {
+    "baseline 4:2:0": ("RGB", {"quality": 90}),
+    "4:4:4 optimized": ("RGB", {"quality": 95, "subsampling": 0, "optimize": True}),
+    "gray": ("L", {}),
+    "restart markers": ("RGB", {"restart_marker_blocks": 3}),
+    "progressive": ("RGB", {"progressive": True}),
+    "cmyk": ("CMYK", {}),
+}
+
+
+@pytest.mark.parametrize("kind", JPEG_KINDS)
+def test_whole_jpegs_are_not_taken_for_truncated_ones(tmp_path: Path, kind: str) -> None:
+    mode, kwargs = JPEG_KINDS[kind]
+    data = encoded(noise(77, 123).convert(mode), "JPEG", **kwargs)
+    (tmp_path / "whole.jpg").write_bytes(data)
+    (tmp_path / "trailer.jpg").write_bytes(data + b"camera trailer \xff\xd8 after the end")
+    for name in ("whole.jpg", "trailer.jpg"):
+        assert read_photo(tmp_path / name).size == (123, 77)
+
+
+# A cut inside a progressive JPEG's last scan (its finest refinement bits) is the one case not detected:
+# see deblurcli/photo/jpeg.py.
+CUTS = [(kind, kept) for kind in JPEG_KINDS for kept in (0.3, 0.7, 0.97) if (kind, kept) != ("progressive", 0.97)]
+
+
+@pytest.mark.parametrize(("kind", "kept"), CUTS)
+def test_truncated_jpeg_with_an_end_marker_appended_is_refused(tmp_path: Path, kind: str, kept: float) -> None:
+    mode, kwargs = JPEG_KINDS[kind]
+    data = encoded(noise(77, 123).convert(mode), "JPEG", **kwargs)
+    header = data.index(b"\xff\xda")
+    cut = header + int((_eoi_at(data) - header) * kept)
+    (tmp_path / "cut.jpg").write_bytes(data[:cut] + b"\xff\xd9")
+    with pytest.raises(PhotoError, match="truncated") as err:
+        read_photo(tmp_path / "cut.jpg")
+    assert "\n" not in str(err.value)
+
+
+def test_tiny_jpeg_claiming_175_megapixels_is_refused_before_decoding(tmp_path: Path) -> None:
+    import tracemalloc
+    import time
+
+    data = bytearray(encoded(noise(64, 64), "JPEG", quality=90))
+    sof = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, sof + 5, 10300, 17000)  # height, width: 175.1 MP
+    forged = bytes(data[:2700]) + b"\xff\xd9"  # 2.7 KB, as the red team's
+    src = tmp_path / "claims-175mp.jpg"
+    src.write_bytes(forged)
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(PhotoError, match="17000x10300") as err:
+            read_photo(src)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "need at least" in str(err.value)
+    assert time.monotonic() - started < 10 and peak < 16 * 2**20, peak

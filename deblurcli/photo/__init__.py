@@ -32,7 +32,9 @@ Decisions (tested in tests/test_photo.py and tests/test_hostile_files.py):
   warning, and written as a still image. GIF is refused (a 256-colour palette format, not a photo format).
 * **Decompression bombs**: an image over :data:`.decode.MAX_PIXELS` is refused before its pixels are decoded
   unless ``allow_huge``; even then it is refused if decoding it would not fit in available memory.
-  Pillow's own limit is lifted while a photo is opened and decoded (ours replaces it).
+  Pillow's own limit is lifted while a photo is opened and decoded (ours replaces it). A JPEG is refused
+  when its data end early behind an appended end marker (libjpeg would decode the rest as grey) or are
+  too few for the size it claims (see :mod:`.jpeg`).
 * **Atomic writes**: outputs are written through :mod:`deblurcli.atomic` (a hidden temporary file in the
   output folder, fsynced and renamed; nothing is left behind on failure), and an existing file is replaced
   only when ``overwrite`` is asked for.
@@ -40,9 +42,9 @@ Decisions (tested in tests/test_photo.py and tests/test_hostile_files.py):
   :func:`write_photo` itself (through :func:`.metadata.copy_sidecar`), with their orientation patched too.
 
 Where each concern lives: :mod:`.decode` (plugins, bombs, modes, 16-bit, orientation), :mod:`.float_tiff`,
-:mod:`.exif` (the EXIF byte editor), :mod:`.metadata` (XMP, IPTC, sidecars), :mod:`.encode` (the three
-encoders), :mod:`.common` (the :class:`Photo` record). This package never imports torch: it is used by the
-CLI, training and evaluation alike.
+:mod:`.jpeg` (truncated JPEG data), :mod:`.exif` (the EXIF byte editor), :mod:`.metadata` (XMP, IPTC,
+sidecars), :mod:`.encode` (the three encoders), :mod:`.common` (the :class:`Photo` record). This package
+never imports torch: it is used by the CLI, training and evaluation alike.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from deblurcli.errors import PhotoError
 from deblurcli.photo.common import Photo, one_line, swap_rawmode, tile_rawmode
 from deblurcli.photo.exif import source_exif, tiff_exif_block
 from deblurcli.photo.float_tiff import FloatLayout, decode_float, open_float_tiff
+from deblurcli.photo.jpeg import check_jpeg_data
 from deblurcli.photo.metadata import source_photoshop_iptc
 
 # Pillow logs some complaints about a broken file (e.g. "More samples per pixel than can be decoded")
@@ -296,10 +297,7 @@ def _snapshot(im: Image.Image) -> tuple[Image.Image, bytes]:
     passes, and the metadata, see the same bytes; a file that changed between the header read and the
     copy is refused.
     """
-    fp = im.fp
-    assert fp is not None
-    fp.seek(0)
-    data = fp.read()
+    data = _whole_file(im)
     again = Image.open(io.BytesIO(data), formats=[im.format])
     if again.size != im.size or again.mode != im.mode or again.tile != im.tile:
         again.close()
@@ -405,12 +403,26 @@ def _decode_pixels(
         info = dict(im.info)
         return _Pixels(wide[0], wide[1], 16, 65535.0, info, info.get("icc_profile") or icc)
     min_is_white = _min_is_white_16bit(im)
+    if im.format in ("JPEG", "MPO"):
+        check_jpeg_data(_whole_file(im))
     im.load()
     info = dict(im.info)
     px = _decode_8bit(im, info, info.get("icc_profile") or icc, warns)
     if min_is_white:
         px = px._replace(samples=np.uint16(65535) - px.samples)
     return px
+
+
+def _whole_file(im: Image.Image) -> bytes:
+    """The bytes of the file ``im`` was opened from, read through its own file object (position kept)."""
+    fp = im.fp
+    assert fp is not None
+    position = fp.tell()
+    try:
+        fp.seek(0)
+        return fp.read()
+    finally:
+        fp.seek(position)
 
 
 #: Pillow's rawmodes that hand 16-bit gray samples over unchanged (as opposed to inverting ones).
