@@ -145,7 +145,8 @@ def png16(pixels: np.ndarray) -> bytes:
     h, w, _ = pixels.shape
     rows = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(h))
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b"")
+    chunks = png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
 
 
 def sixteen_bit(h: int, w: int) -> np.ndarray:
@@ -252,7 +253,8 @@ def float_rgb_tiff(px: np.ndarray, strip_bytes: int | None = None) -> bytes:
             out += struct.pack("<HHII", tag, typ, c, arrays_at + (0 if tag == 258 else 2 * c))
             continue
         value = arrays_at + 4 * c if tag == 273 else value
-        out += struct.pack("<HHI", tag, typ, 1) + (struct.pack("<HH", value, 0) if typ == 3 else struct.pack("<I", value))
+        packed = struct.pack("<HH", value, 0) if typ == 3 else struct.pack("<I", value)
+        out += struct.pack("<HHI", tag, typ, 1) + packed
     return out + bytes(4) + struct.pack(f"<{c}H", *[32] * c) + struct.pack(f"<{c}H", *[3] * c) + data
 
 

@@ -20,8 +20,9 @@ Decisions (tested in tests/test_photo.py and tests/test_hostile_files.py):
   byte for byte. CMYK/YCCK JPEGs and CMYK TIFFs become RGB (through their embedded profile when they have
   one, then tagged sRGB) with a warning.
 * **Bit depth**: 16-bit PNG/TIFF are read at full depth (Pillow decodes 16-bit RGB(A) only to 8 bits, so
-  the file is read once into memory and decoded from there a second time for the low bytes) and written at 16 bits by our own PNG/TIFF pixel
-  writers, with Pillow writing a 1x1 template that carries the metadata.
+  the file is read once into memory and decoded from there a second time for the low bytes) and written
+  at 16 bits by our own PNG/TIFF pixel writers, with Pillow writing a 1x1 template that carries the
+  metadata. 16-bit MinIsWhite gray TIFFs are inverted on reading (Pillow inverts only 8-bit ones).
 * **32-bit float TIFF** (gray, gray+alpha, RGB, RGBA; any compression Pillow has, predictors 1-3) is
   read and processed as display values in 0..1, the only range the model knows: no tone mapping, values
   outside 0..1 clipped and NaN/inf zeroed, each with a warning, and the output is 16-bit (a warning says

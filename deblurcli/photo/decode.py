@@ -1,9 +1,10 @@
 """Decoding a photo file: plugins, format sniffing, decompression bombs, modes, 16-bit depth, orientation.
 
 Pillow's quirks are handled here: it decodes 16-bit RGB(A) only to 8 bits (so such files are read into
-memory once and decoded from there a second time for the low bytes), it has its own bomb limit (replaced by
-:data:`MAX_PIXELS`, which can be lifted), and it reads TIFF EXIF lazily from the open file. Float TIFFs are opened in :mod:`.float_tiff`,
-EXIF is parsed in :mod:`.exif`, XMP/IPTC are gathered in :mod:`.metadata`.
+memory once and decoded from there a second time for the low bytes), it has its own bomb limit (replaced
+by :data:`MAX_PIXELS`, which can be lifted), and it reads TIFF EXIF lazily from the open file. Float TIFFs
+are opened in :mod:`.float_tiff`, JPEG data are checked in :mod:`.jpeg`, EXIF is parsed in :mod:`.exif`,
+XMP/IPTC are gathered in :mod:`.metadata`.
 """
 
 from __future__ import annotations

@@ -81,7 +81,8 @@ def _open_view(
         if entry is None or entry.value_at is None or entry.type not in (1, 3, 4) or not 0 < entry.count <= limit:
             return [default]
         fmt = {1: "B", 3: "H", 4: "I"}[entry.type]
-        return list(struct.unpack(f"{block.e}{entry.count}{fmt}", block.blob[entry.value_at:entry.value_at + entry.nbytes]))
+        raw = block.blob[entry.value_at:entry.value_at + entry.nbytes]
+        return list(struct.unpack(f"{block.e}{entry.count}{fmt}", raw))
 
     if set(ints(339, 1)) != {3}:
         return None  # not floating point: some other layout Pillow cannot read
