@@ -452,3 +452,47 @@ def test_tiny_jpeg_claiming_175_megapixels_is_refused_before_decoding(tmp_path: 
         tracemalloc.stop()
     assert "need at least" in str(err.value)
     assert time.monotonic() - started < 10 and peak < 16 * 2**20, peak
+
+
+@pytest.mark.parametrize("suffix", [".webp", ".png", ".jpg", ".tif"])
+def test_unparsable_exif_is_not_parsed_anew_once_written_in_another_format(tmp_path: Path, suffix: str) -> None:
+    """The fuzzer's find: junk before the TIFF header (carried raw, pixels not rotated) was taken for a
+    HEIF offset once written as WebP, and the copy was rotated."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    src = tmp_path / "in.jpg"
+    src.write_bytes(encoded(noise(8, 12), "JPEG", exif=b"Exif\x00\x00JUNK" + exif.tobytes()[6:]))
+    photo = read_photo(src)
+    assert not photo.exif_parsed and photo.orientation == 1
+    write_photo(tmp_path / f"out{suffix}", photo.rgb, photo)
+    again = read_photo(tmp_path / f"out{suffix}")
+    assert again.size == photo.size and again.orientation == 1
+
+
+# ------------------------------------------------------------------ 23: bench/fuzz_photo.py runs clean
+
+
+def _fuzzer() -> object:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "fuzz_photo.py"
+    spec = importlib.util.spec_from_file_location("fuzz_photo", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fuzzer_mutator_survives_empty_inputs_and_a_short_run_finds_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import random
+
+    fuzz = _fuzzer()
+    rnd = random.Random(5)
+    for _ in range(2000):  # an emptied input, and an empty survivor in the pool, crashed randrange
+        fuzz.mutate(b"", rnd, [b"", b"\x01"])
+    monkeypatch.setattr(photo_decode, "MAX_PIXELS", photo_decode.MAX_PIXELS)  # the target lowers it
+    target = fuzz.Target(tmp_path)
+    found = fuzz.run_mutate(target, 3.0, 23, tmp_path)
+    assert found == {} and target.runs > 50

@@ -369,7 +369,8 @@ def _decode(
     color = px.samples[..., :1] if px.grayscale else px.samples[..., :3]
     alpha_u = px.samples[..., -1] if px.samples.shape[-1] in (2, 4) else None
 
-    exif, exif_parsed, orientation = source_exif(tiff_exif if fmt == "TIFF" else info.get("exif"), warns)
+    exif, exif_parsed, orientation = source_exif(tiff_exif if fmt == "TIFF" else info.get("exif"), warns,
+                                                 isobmff=fmt in ("HEIF", "AVIF"))
     if info.get("original_orientation") is not None:  # pillow-heif already applied the HEIF transforms
         orientation = 1
     rgb, alpha = _to_float(_orient(color, orientation),

@@ -313,11 +313,12 @@ def tiff_exif_block(im: Image.Image, warns: list[str]) -> bytes | None:
     return bytes(block) if block else None
 
 
-def source_exif(raw: bytes | None, warns: list[str]) -> tuple[bytes | None, bool, int]:
-    """(raw EXIF block, parsed?, orientation to apply)."""
+def source_exif(raw: bytes | None, warns: list[str], *, isobmff: bool = False) -> tuple[bytes | None, bool, int]:
+    """(raw EXIF block, parsed?, orientation to apply). ``isobmff``: the block comes from a HEIF/AVIF
+    file (see :func:`strip_exif_prefix`)."""
     if not raw:
         return None, False, 1
-    raw = strip_exif_prefix(raw)
+    raw = strip_exif_prefix(raw, isobmff=isobmff)
     try:
         block = ExifBlock(raw)
     except ExifFormatError as e:
@@ -332,13 +333,21 @@ def source_exif(raw: bytes | None, warns: list[str]) -> tuple[bytes | None, bool
     return raw, True, orientation
 
 
-def strip_exif_prefix(raw: bytes) -> bytes:
+def strip_exif_prefix(raw: bytes, *, isobmff: bool = False) -> bytes:
+    """The TIFF-structured block without what a container puts before it: JPEG/PNG/WebP's "Exif\\0\\0", or
+    in HEIF/AVIF (``isobmff``) the offset that precedes the TIFF header.
+
+    The offset rule is for HEIF and AVIF only: applied to every format, a JPEG block with a few bytes of
+    junk before its header was carried unparsed (and its pixels not rotated), then found parseable once
+    written as WebP (Pillow drops the "Exif" prefix there), and the copy was rotated a second time.
+    """
     if raw.startswith(b"Exif\x00\x00"):
         return raw[6:]
-    for marker in (b"II*\x00", b"MM\x00*"):  # HEIF stores a 4-byte offset before the TIFF header
-        at = raw.find(marker, 0, 16)
-        if at > 0:
-            return raw[at:]
+    if isobmff:
+        for marker in (b"II*\x00", b"MM\x00*"):
+            at = raw.find(marker, 0, 16)
+            if at > 0:
+                return raw[at:]
     return raw
 
 
