@@ -496,3 +496,18 @@ def test_fuzzer_mutator_survives_empty_inputs_and_a_short_run_finds_nothing(
     target = fuzz.Target(tmp_path)
     found = fuzz.run_mutate(target, 3.0, 23, tmp_path)
     assert found == {} and target.runs > 50
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "png16"])
+def test_gigabytes_after_the_image_are_not_read(tmp_path: Path, kind: str) -> None:
+    """The JPEG check and the 16-bit snapshot read the file, but only as far as its image can need."""
+    if kind == "jpeg":
+        src, data = tmp_path / "tail.jpg", encoded(noise(64, 64), "JPEG")
+    else:
+        src, data = tmp_path / "tail.png", png16(sixteen_bit(8, 8))
+    src.write_bytes(data)
+    with open(src, "r+b") as fh:
+        fh.truncate(256 * 2**20)  # sparse: no disk used
+    photo, peak = _peak_memory_of_read(src)
+    assert isinstance(photo, Photo), photo
+    assert peak < 40 * 2**20, peak

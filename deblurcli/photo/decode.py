@@ -29,7 +29,7 @@ from deblurcli.errors import PhotoError
 from deblurcli.photo.common import Photo, one_line, swap_rawmode, tile_rawmode
 from deblurcli.photo.exif import source_exif, tiff_exif_block
 from deblurcli.photo.float_tiff import FloatLayout, decode_float, open_float_tiff
-from deblurcli.photo.jpeg import check_jpeg_data
+from deblurcli.photo.jpeg import check_jpeg_data, max_jpeg_bytes
 from deblurcli.photo.metadata import source_photoshop_iptc
 
 # Pillow logs some complaints about a broken file (e.g. "More samples per pixel than can be decoded")
@@ -218,7 +218,7 @@ def _open_image(
         except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError) as e:
             raise PhotoError(f"corrupt image header ({one_line(e)})") from None
     if layout is None:
-        held = file_size if _low_byte_rawmodes(im) is not None else 0
+        held = min(file_size, _snapshot_limit(im)) if _low_byte_rawmodes(im) is not None else 0
         try:
             _check_size(*im.size, allow_huge, 8 if im.mode == "F" else len(im.getbands()) * 2, held)
         except PhotoError:
@@ -291,14 +291,15 @@ def _low_byte_rawmodes(im: Image.Image) -> list[str] | None:
 
 
 def _snapshot(im: Image.Image) -> tuple[Image.Image, bytes]:
-    """The file behind ``im`` read once into memory, and the image opened anew from those bytes.
+    """The file behind ``im`` read once into memory (as far as the image can need, see
+    :func:`_snapshot_limit`), and the image opened anew from those bytes.
 
     A 16-bit RGB(A) file is decoded twice (high bytes, then low bytes): from the file on disk, a file
     replaced or rewritten between the passes mixed two photos silently. From one in-memory copy both
     passes, and the metadata, see the same bytes; a file that changed between the header read and the
     copy is refused.
     """
-    data = _whole_file(im)
+    data = _file_start(im, _snapshot_limit(im))
     again = Image.open(io.BytesIO(data), formats=[im.format])
     if again.size != im.size or again.mode != im.mode or again.tile != im.tile:
         again.close()
@@ -406,7 +407,7 @@ def _decode_pixels(
         return _Pixels(wide[0], wide[1], 16, 65535.0, info, info.get("icc_profile") or icc)
     min_is_white = _min_is_white_16bit(im)
     if im.format in ("JPEG", "MPO"):
-        check_jpeg_data(_whole_file(im))
+        check_jpeg_data(_file_start(im, max_jpeg_bytes(*im.size, len(im.getbands()))))
     im.load()
     info = dict(im.info)
     px = _decode_8bit(im, info, info.get("icc_profile") or icc, warns)
@@ -415,16 +416,26 @@ def _decode_pixels(
     return px
 
 
-def _whole_file(im: Image.Image) -> bytes:
-    """The bytes of the file ``im`` was opened from, read through its own file object (position kept)."""
+def _file_start(im: Image.Image, limit: int) -> bytes:
+    """The first ``limit`` bytes (at most) of the file ``im`` was opened from, read through its own file
+    object (its position kept). The limit is what the image can need: a hostile file with gigabytes of
+    trailing data must not be read whole for the sake of a few megapixels."""
     fp = im.fp
     assert fp is not None
     position = fp.tell()
     try:
+        size = fp.seek(0, os.SEEK_END)  # read(limit) would allocate all of a limit beyond the end
         fp.seek(0)
-        return fp.read()
+        return fp.read(min(limit, size))
     finally:
         fp.seek(position)
+
+
+def _snapshot_limit(im: Image.Image) -> int:
+    """Most bytes a 16-bit RGB(A) PNG/TIFF of this size can need: its samples stored uncompressed, twice
+    over (no codec expands that much), plus 16 MiB of metadata (profiles, XMP, text)."""
+    w, h = im.size
+    return 2 * w * h * len(im.getbands()) * 2 + 16 * 2**20
 
 
 #: Pillow's rawmodes that hand 16-bit gray samples over unchanged (as opposed to inverting ones).

@@ -30,6 +30,14 @@ _HUFFMAN_BITS_PER_BLOCK = 1
 _ARITHMETIC_BLOCKS_PER_BYTE = 1024
 
 
+def max_jpeg_bytes(width: int, height: int, components: int) -> int:
+    """The most bytes a JPEG of this size can need for its headers and data, however grainy: 2 bytes per
+    sample of the MCU-padded image (libjpeg-turbo's ``tj3JPEGBufSize`` bound), plus 16 MiB of metadata
+    segments. What lies beyond (a camera trailer, or gigabytes appended by a hostile file) is not read."""
+    padded = ((width + 15) // 16 * 16) * ((height + 15) // 16 * 16)
+    return padded * 2 * max(components, 1) + 2048 + 16 * 2**20
+
+
 @dataclass(frozen=True)
 class _Scan:
     components: tuple[int, ...]
@@ -78,8 +86,8 @@ class _Layout:
 def check_jpeg_data(data: bytes) -> None:
     """Refuse a JPEG whose image data end early, or which claims more pixels than its data can code.
 
-    ``data`` is the whole file. Raises PhotoError with one line; returns quietly for anything it cannot
-    judge (unusual coding processes, data Pillow will refuse by itself).
+    ``data`` is the file, or its first :func:`max_jpeg_bytes`. Raises PhotoError with one line; returns
+    quietly for anything it cannot judge (unusual coding processes, data Pillow will refuse by itself).
     """
     layout = _layout(data)
     if layout is None or layout.sof in _SOF_OTHER or not layout.scans:
