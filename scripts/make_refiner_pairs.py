@@ -115,10 +115,6 @@ def align(output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, tor
     return core, target[:, ALIGN + dy : h - ALIGN + dy, ALIGN + dx : w - ALIGN + dx], psnr
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return 10 * math.log10(1 / max(float(((a - b) ** 2).mean()), 1e-10))
-
-
 def save_png(path: Path, chw: torch.Tensor) -> None:
     from PIL import Image
 
@@ -183,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             save_png(args.output / "sharp" / f"{name}.png", target)
             rows.append(info)
         if (i + 1) % 10 == 0:
-            done = [r for r in rows]
-            gain = np.mean([r["psnr_deconvolved"] - r["psnr_blurry"] for r in done])
+            gain = np.mean([r["psnr_deconvolved"] - r["psnr_blurry"] for r in rows])
             print(f"{i + 1}/{len(paths)} photos, {time.perf_counter() - start:.0f} s, mean deconvolution gain {gain:+.2f} dB",
                   flush=True)
     with open(args.output / "pairs.csv", "w", newline="") as fh:
