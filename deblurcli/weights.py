@@ -11,8 +11,9 @@ names an architecture and configuration and one weights file:
   (a branch could move) into the standard HF cache, so ``HF_HOME``, ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` and
   ``HF_ENDPOINT`` work as for any Hub client. Its sha256 is checked every time it is resolved, before the
   bytes reach ``torch.load``: hashing costs well under a second even for the 272 MB NAFNet-w64 and it also
-  catches a cache file altered after download. A file that does not match is deleted from the cache and
-  refused.
+  catches a cache file altered after download. A file that does not match is refused and removed from the
+  cache -- never through a link: a snapshot entry that points outside the cache's own blobs loses only the
+  link, whatever it points to is left alone (a shared or tampered cache must not make us delete a user's file).
 
 Loading is never a full unpickle: our own weights are safetensors (with the architecture and configuration
 in the metadata); ``.pth``/``.pt`` files go through ``torch.load(weights_only=True)`` only.
@@ -24,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,10 +171,31 @@ def is_cached(entry: ModelEntry) -> bool:
     return isinstance(try_to_load_from_cache(entry.repo_id or "", entry.file, revision=entry.revision), str)
 
 
+def _open_regular(path: Path) -> int:
+    """A read descriptor on ``path`` if it is a regular file, else ``WeightsError``.
+
+    Opened non-blocking and checked on the open descriptor, so that a FIFO (which would block ``open`` and
+    ``read`` forever), a device such as ``/dev/zero`` (endless bytes to hash) or a folder planted where a
+    weights file should be is refused, even when it is swapped in after an earlier check.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except IsADirectoryError:
+        raise WeightsError(f"{path}: a folder, not a weights file") from None
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or other special file"
+        raise WeightsError(f"{path}: {kind}, not a weights file")
+    return fd
+
+
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
+    """Hex sha256 of a regular file, read in 1 MiB chunks (``WeightsError`` for anything else)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with os.fdopen(_open_regular(path), "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -180,6 +203,7 @@ def sha256_file(path: Path) -> str:
 
 def _checksum_problem(path: Path, entry: ModelEntry) -> str | None:
     """Why ``path`` is not the file ``entry`` pins (size first, which is free), or None when it is."""
+    os.close(_open_regular(path))
     size = path.stat().st_size
     if entry.size is not None and size != entry.size:
         return f"expected {entry.size:,} bytes, got {size:,}"
@@ -232,8 +256,9 @@ def resolve_weights(entry: ModelEntry, *, progress: bool = True) -> Path:
     """A verified local path to ``entry``'s weights, downloading a Hub file into the HF cache if needed.
 
     Raises ``WeightsError`` (one line) when a bundled file is missing, when the Hub cannot be reached and
-    the file is not cached, or when the file does not match its pinned size/sha256 -- in which case a Hub
-    file is also deleted from the cache, so the next attempt downloads it afresh.
+    the file is not cached, when the cache holds something other than a regular file there, or when the
+    file does not match its pinned size/sha256 -- in which case a Hub file is also removed from the cache
+    (see :func:`_discard`), so the next attempt downloads it afresh.
     """
     if entry.source == "bundled":
         path = bundled_dir() / entry.file
@@ -251,23 +276,56 @@ def resolve_weights(entry: ModelEntry, *, progress: bool = True) -> Path:
             raise WeightsError(f"bundled weights {entry.file} are damaged ({problem}); reinstall deblurcli")
         return path
     path = _hub_download(entry, progress)
-    problem = _checksum_problem(path, entry)
-    if problem:
-        # The snapshot entry is a symlink to a content blob (a plain copy where symlinks are unavailable):
-        # remove both so that neither this nor a later run can load the bad bytes.
-        blob = path.resolve()
-        path.unlink(missing_ok=True)
-        blob.unlink(missing_ok=True)
+    try:
+        problem = _checksum_problem(path, entry)
+    except WeightsError as exc:  # not a regular file: a folder, FIFO or device planted in the cache
         raise WeightsError(
-            f"checksum mismatch for {entry.file} of model {entry.name!r} ({problem}); the file was deleted "
-            "from the cache and not used, try again"
+            f"model {entry.name!r}: the Hugging Face cache entry is unusable ({exc}); {_discard(path, entry)}"
+        ) from None
+    if problem:
+        raise WeightsError(
+            f"checksum mismatch for {entry.file} of model {entry.name!r} ({problem}); {_discard(path, entry)}"
         )
     return path
 
 
+def _discard(path: Path, entry: ModelEntry) -> str:
+    """Remove the bad cache entry ``path`` without deleting anything through a link; what was done, as the
+    end of the error message.
+
+    A snapshot entry is normally a link to ``../../blobs/<hash>`` (a plain copy where links are
+    unavailable). Only the entry itself and a blob directly inside this repository's ``blobs`` folder are
+    removed, and ``unlink`` removes a link, never its target: an entry (or a folder above it) that points
+    elsewhere -- a tampered or shared cache linking to a user's file -- keeps that file intact.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    repo_dir = os.path.realpath(Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=entry.repo_id or "", repo_type="model"))
+    blobs = os.path.join(repo_dir, "blobs")
+    where = os.path.realpath(path.parent)
+    if not (where + os.sep).startswith(repo_dir + os.sep):
+        return f"{path} is outside the Hugging Face cache ({repo_dir}), so it was left alone: remove it and try again"
+    item = Path(where) / path.name  # the entry itself, its folders' links already resolved
+    try:
+        if item.is_symlink():
+            target = Path(os.path.normpath(os.path.join(where, os.readlink(item))))
+            item.unlink()
+            if os.path.realpath(target.parent) != blobs:
+                return f"the cache entry was a link to {target}, outside the cache: the link was removed, {target} left alone; try again"
+            target.unlink(missing_ok=True)  # the blob (or, if it is a link itself, only that link)
+        elif item.is_dir():
+            return f"remove the folder {item} and try again"
+        else:
+            item.unlink(missing_ok=True)
+    except OSError as exc:
+        return f"it could not be removed ({exc.strerror or exc}): remove {item} and try again"
+    return "the file was deleted from the cache and not used, try again"
+
+
 def _is_safetensors(path: Path) -> bool:
     """safetensors files start with a little-endian u64 header length followed by a JSON object."""
-    with open(path, "rb") as fh:
+    with os.fdopen(_open_regular(path), "rb") as fh:
         head = fh.read(9)
     return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= path.stat().st_size
 
@@ -297,7 +355,7 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     import pickle
 
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise WeightsError(f"{path}: no such weights file")
     if _is_safetensors(path):
         from safetensors import SafetensorError, safe_open

@@ -247,3 +247,69 @@ def test_environment_variables_are_honoured(hub: FakeHub, tmp_path: Path) -> Non
     assert offline == online
     assert missing.startswith("ERROR") and "HF_HUB_OFFLINE is set" in missing
     assert len(hub.requests) == served
+
+
+def _snapshot_entry() -> Path:
+    return Path(constants.HF_HUB_CACHE) / "models--someone--deblur-test" / "snapshots" / REVISION / FILENAME
+
+
+def test_checksum_clean_up_never_deletes_through_a_link(hub: FakeHub, tmp_path: Path) -> None:
+    """Issue 19.2: a snapshot entry linking to a user's file loses the link; the file is left intact."""
+    hub.put(REPO, REVISION, FILENAME, PAYLOAD)
+    path = resolve_weights(_entry(), progress=False)
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"not a model")
+    secret.chmod(0o600)
+    path.unlink()
+    path.symlink_to(secret)
+    with pytest.raises(WeightsError, match="outside the cache: the link was removed") as info:
+        resolve_weights(_entry(), progress=False)
+    assert "\n" not in str(info.value)
+    assert secret.read_bytes() == b"not a model"
+    assert not os.path.lexists(path)
+    assert resolve_weights(_entry(), progress=False).read_bytes() == PAYLOAD  # downloaded afresh
+
+
+def test_checksum_clean_up_leaves_a_linked_snapshot_folder_alone(hub: FakeHub, tmp_path: Path) -> None:
+    """A folder above the entry that links out of the cache: nothing there is touched."""
+    hub.put(REPO, REVISION, FILENAME, PAYLOAD)
+    path = resolve_weights(_entry(), progress=False)
+    elsewhere = tmp_path / "my-documents"
+    elsewhere.mkdir()
+    (elsewhere / FILENAME).write_bytes(b"precious")
+    snapshot = path.parent
+    for child in snapshot.iterdir():
+        child.unlink()
+    snapshot.rmdir()
+    snapshot.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(WeightsError, match="outside the Hugging Face cache.*left alone"):
+        resolve_weights(_entry(), progress=False)
+    assert (elsewhere / FILENAME).read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_cache_entry_that_is_not_a_file_is_one_line(hub: FakeHub, kind: str) -> None:
+    """Issue 19.4: a folder or a FIFO where the cached file should be: one line, no hang, no traceback."""
+    import signal
+
+    hub.put(REPO, REVISION, FILENAME, PAYLOAD)
+    path = resolve_weights(_entry(), progress=False)
+    path.unlink()
+    if kind == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("resolving the weights hung"))
+    signal.alarm(30)
+    try:  # no pinned size: only hashing could tell, and reading a FIFO blocks
+        with pytest.raises(WeightsError, match=f"cache entry is unusable.*a {'folder' if kind == 'folder' else 'FIFO'}") as info:
+            resolve_weights(_entry(size=None), progress=False)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert "\n" not in str(info.value)
+    if kind == "folder":  # a real folder is never deleted for the user: the message names it
+        assert path.is_dir() and f"remove the folder {path}" in str(info.value)
+    else:  # a FIFO inside the cache (not a link) is removed, and the next attempt downloads afresh
+        assert not os.path.lexists(path)
+        assert resolve_weights(_entry(), progress=False).read_bytes() == PAYLOAD
