@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -49,10 +48,15 @@ def _run(model: torch.nn.Module, seed: int = 1, size: tuple[int, int] = (37, 45)
 
 @pytest.fixture
 def bundled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty bundled-weights folder holding a copy of the real catalogue."""
+    """An empty bundled-weights folder holding a copy of the real catalogue, its bundled pins removed (the
+    tests' own small files stand in for the shipped ones)."""
     folder = tmp_path / "bundled"
     folder.mkdir()
-    shutil.copy(REPO_CATALOGUE, folder / "models.json")
+    raw = json.loads(REPO_CATALOGUE.read_text(encoding="utf-8"))
+    for item in raw["models"]:
+        if item["source"] == "bundled":
+            item["sha256"] = item["size"] = None
+    (folder / "models.json").write_text(json.dumps(raw), encoding="utf-8")
     monkeypatch.setattr(weights, "bundled_dir", lambda: folder)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     return folder
@@ -84,6 +88,18 @@ def test_catalogue_entries_are_pinned_and_consistent() -> None:
     }
     for entry_name, preset in pairs.items():
         assert (entries[entry_name].arch, entries[entry_name].config) == PRESETS[preset]
+
+
+def test_shipped_bundled_weights_are_pinned_and_match() -> None:
+    """Issue 19.24: a bundled file is checked like a Hub one; a shipped entry without a pin (or with a stale
+    one after retraining) fails here, not silently in a user's install."""
+    shipped = [e for e in list_models() if e.source == "bundled" and e.shipped]
+    assert shipped
+    for entry in shipped:
+        assert len(entry.sha256 or "") == 64 and entry.size, f"{entry.name}: no sha256/size in models.json"
+        path = weights.bundled_dir() / entry.file
+        assert path.stat().st_size == entry.size and weights.sha256_file(path) == entry.sha256, entry.name
+        assert resolve_weights(entry) == path
 
 
 def test_bundled_dir_is_the_repo_weights_folder_in_a_source_install() -> None:
