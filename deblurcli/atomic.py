@@ -7,6 +7,14 @@ outright (SIGKILL, power loss) cannot clean up: its leftover is hidden, skipped 
 (:func:`is_temp_file`), and removed by the next run through :func:`remove_stale_temp_files`, which tells
 leftovers from live writes by the writer's flock.
 
+Claims (:func:`claim_output`) keep two runs from doing the same photo's work: a run creates a hidden claim
+file next to an output (``O_EXCL``) and flocks it before the model starts on that photo; another run finds
+it held and moves on. A claim whose holder was killed is free again (the kernel drops a dead process's
+flock), so nothing is ever stuck behind a crashed run.
+
+Hidden names stay short enough for any output name: a name that would push them over the 255 bytes a file
+name may have uses a hash of the output's name instead.
+
 Kept apart from :mod:`deblurcli.photo` so that weights, checkpoints and evaluation can write files without
 importing Pillow or numpy.
 """
@@ -14,6 +22,7 @@ importing Pillow or numpy.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import secrets
 import stat
@@ -32,10 +41,14 @@ except ImportError:  # Windows: no flock, so stale temporary files are never rem
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "CLAIM_TAG",
     "STALE_TEMP_AGE_S",
     "TEMP_TAG",
+    "Claim",
     "atomic_output",
     "atomic_write_bytes",
+    "claim_output",
+    "hidden_name",
     "is_temp_file",
     "remove_stale_temp_files",
 ]
@@ -43,13 +56,30 @@ __all__ = [
 #: Marker in the names of our temporary files (hidden: they also start with a dot), so that input scans
 #: can skip them and a crashed run's leftovers are recognisable.
 TEMP_TAG = ".deblurcli-tmp-"
+#: Marker in the names of claim files (:func:`claim_output`), hidden and skipped by scans like temp files.
+CLAIM_TAG = ".deblurcli-claim"
+#: The most bytes a file name may have on the file systems we write to (ext4, XFS, APFS, NTFS in UTF-16).
+NAME_MAX = 255
 
 _UMASK_LOCK = threading.Lock()
 
 
 def is_temp_file(name: str) -> bool:
-    """Whether a file name is one of our temporary output files (left by a killed process)."""
-    return name.startswith(".") and TEMP_TAG in name
+    """Whether a file name is one of our hidden working files (a temporary output or a claim)."""
+    return name.startswith(".") and (TEMP_TAG in name or name.endswith(CLAIM_TAG))
+
+
+def hidden_name(name: str, tag: str, extra: int = 0) -> str:
+    """``.<name><tag>``, the hidden working-file name for an output called ``name``, leaving room for
+    ``extra`` more bytes; where that would not fit in :data:`NAME_MAX` bytes, ``name`` is replaced by a hash
+    of it (32 hex digits), so a 255-byte output name still gets its temporary file and claim.
+
+    Deterministic, so that two runs compute the same claim name for the same output.
+    """
+    encoded = os.fsencode(name)
+    if 1 + len(encoded) + len(tag) + extra <= NAME_MAX:
+        return f".{name}{tag}"
+    return f".{hashlib.blake2b(encoded, digest_size=16).hexdigest()}{tag}"
 
 
 #: A temporary file younger than this is never taken for a killed run's leftover: its writer may not have
@@ -114,6 +144,73 @@ def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+class Claim:
+    """This process's claim on one output (see :func:`claim_output`); :meth:`release` when done with it."""
+
+    def __init__(self, path: Path | None, fd: int) -> None:
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        """Remove the claim file and drop its lock (in that order, so no other run sees it free and ours)."""
+        if self.fd < 0:
+            return
+        try:
+            if self.path is not None and os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(self.fd).st_ino:
+                os.unlink(self.path)
+        except OSError:  # already gone; nothing more to do
+            pass
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def claim_output(path: str | os.PathLike[str]) -> Claim | None:
+    """Claim ``path`` for this process before any work on it; None when another live run holds it.
+
+    The claim is a hidden file next to ``path`` (:func:`hidden_name` with :data:`CLAIM_TAG`), created with
+    ``O_EXCL`` and flocked for as long as the claim is held: the process holding the flock owns it. A claim
+    file whose flock is free was left by a run that was killed (the kernel releases a dead process's locks)
+    and is taken over. Folders are created as for a write. Where flock does not exist (Windows) every claim
+    succeeds (runs then only avoid each other's finished outputs). Raises :class:`PhotoError` when the
+    folder cannot be created or written.
+    """
+    path = Path(path)
+    if fcntl is None:
+        return Claim(None, -1)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PhotoError(f"cannot create folder '{folder}': {e.strerror or e}") from None
+    claim = folder / hidden_name(path.name, CLAIM_TAG)
+    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0)
+    for _attempt in range(3):  # the claim file can be released (removed) between our two opens
+        try:
+            fd = os.open(claim, flags | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            try:
+                fd = os.open(claim, flags)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise _write_error(e, path) from None
+        except OSError as e:
+            raise _write_error(e, path) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None  # a live run holds it
+        try:
+            ours = os.stat(claim, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except OSError:
+            ours = False
+        if ours:
+            return Claim(claim, fd)
+        os.close(fd)  # we locked a claim file its holder had just removed: start again
+    return None
+
+
 def _current_umask() -> int:
     with _UMASK_LOCK:
         mask = os.umask(0o022)
@@ -142,7 +239,8 @@ def _write_error(e: OSError, path: Path) -> PhotoError:
 def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[BinaryIO]:
     """Yield a binary file whose content appears at ``path`` only if the block completes.
 
-    The data go to a hidden temporary file in the same folder (``.<name>.deblurcli-tmp-XXXX``), are
+    The data go to a hidden temporary file in the same folder (``.<name>.deblurcli-tmp-XXXX``, see
+    :func:`hidden_name`), are
     fsynced, and the file is renamed over ``path`` (or, without ``overwrite``, hard-linked so that a file
     that appeared meanwhile is never clobbered). On any exception, KeyboardInterrupt included, the
     temporary file is removed. The temporary file is flock-ed until then, so that
@@ -156,7 +254,7 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> It
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise PhotoError(f"cannot create folder '{folder}': {e.strerror or e}") from None
-    tmp = folder / f".{path.name}{TEMP_TAG}{secrets.token_hex(4)}"
+    tmp = folder / (hidden_name(path.name, TEMP_TAG, extra=8) + secrets.token_hex(4))
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
     except OSError as e:
@@ -165,9 +263,12 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> It
     try:
         lock_fd = _lock_temp(fd)
         try:
-            mode = stat.S_IMODE(path.stat().st_mode)
+            replaced: os.stat_result | None = os.stat(path)
         except OSError:
-            mode = 0o666 & ~_current_umask()
+            replaced = None
+        if replaced is not None and overwrite:
+            _keep_owner(fd, replaced, path)
+        mode = stat.S_IMODE(replaced.st_mode) if replaced is not None else 0o666 & ~_current_umask()
         if hasattr(os, "fchmod"):
             os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
@@ -181,12 +282,12 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> It
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                raise OutputExistsError(f"'{path.name}' already exists; pass --overwrite to replace it") from None
+                raise _exists_error(path) from None
             except OSError as e:  # no hard links on this file system (FAT, some network shares)
                 if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
                     raise
-                if path.exists():
-                    raise OutputExistsError(f"'{path.name}' already exists; pass --overwrite to replace it") from None
+                if os.path.lexists(path):
+                    raise _exists_error(path) from None
                 os.replace(tmp, path)
         _fsync_dir(folder)
     except OSError as e:
@@ -200,6 +301,44 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> It
             pass
         if lock_fd >= 0:
             os.close(lock_fd)  # only now: the lock covered the rename and the clean-up
+
+
+def _exists_error(path: Path) -> PhotoError:
+    """Why a file could not be written at ``path`` without ``overwrite``: it exists, or a link that points
+    nowhere is in the way (not "already exists": the user looking for the file would not find one)."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return PhotoError(broken_link_reason(path))
+    return OutputExistsError(f"'{path.name}' already exists; pass --overwrite to replace it")
+
+
+def broken_link_reason(path: Path) -> str:
+    """The one line for an output path taken by a symbolic link to nothing."""
+    try:
+        target = f" (to '{os.readlink(path)}')"
+    except OSError:
+        target = ""
+    return f"'{path.name}' is a broken symbolic link{target}; remove it, or pass --overwrite to replace the link"
+
+
+def _keep_owner(fd: int, replaced: os.stat_result, path: Path) -> None:
+    """Give the temporary file ``fd`` the owner and group of the file it will replace, or refuse.
+
+    A rename puts a new file in place: without this, ``--in-place`` or ``--overwrite`` run as root would
+    hand a user's photo to root, and one run by a group member would take the group away. Where the owner
+    cannot be kept (not root, someone else's file), the file is not replaced.
+    """
+    if not hasattr(os, "fchown"):
+        return
+    mine = os.fstat(fd)
+    if (mine.st_uid, mine.st_gid) == (replaced.st_uid, replaced.st_gid):
+        return
+    try:
+        os.fchown(fd, replaced.st_uid, replaced.st_gid)
+    except PermissionError:
+        raise PhotoError(
+            f"cannot replace '{path.name}' and keep its owner (uid {replaced.st_uid}, gid {replaced.st_gid}); "
+            "it was left as it was"
+        ) from None
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = True) -> None:

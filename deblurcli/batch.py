@@ -191,6 +191,7 @@ def plan_jobs(
     *,
     in_place: bool = False,
     suffix: str = "_deblurred",
+    extras: Sequence[tuple[str, Callable[[Path], Path]]] = (),
 ) -> list[Job]:
     """Map inputs to outputs following the naming rules, and validate the whole plan before any write.
 
@@ -199,6 +200,11 @@ def plan_jobs(
     an input without ``in_place``; :class:`OutputCollisionError` when two inputs map to the same output.
     A file named ``x_deblurred.jpg`` next to ``x.jpg`` in the same run is taken to be an earlier run's
     output, and is not planned again (without ``-o``).
+
+    ``extras`` are the files written beside each output, as (option, path of the extra for an output):
+    ``--compare``'s strip, ``--save-kernel``'s picture. They are checked like outputs, so that
+    ``--in-place --compare`` never writes ``a_compare.jpg`` over an input of that name, and no extra lands
+    on another photo's output.
     """
     if in_place and output is not None:
         raise PlanError("--in-place writes over the inputs, so it cannot be combined with -o")
@@ -231,7 +237,28 @@ def plan_jobs(
         jobs.append(Job(item.path, dst, item.rel))
 
     _check(jobs, in_place=in_place)
+    _check_extras(jobs, extras)
     return jobs
+
+
+def _check_extras(jobs: Sequence[Job], extras: Sequence[tuple[str, Callable[[Path], Path]]]) -> None:
+    """No extra file (compare strip, kernel picture) may replace an input or another photo's output."""
+    if not extras:
+        return
+    sources = {_key(j.src): j.src for j in jobs}
+    outputs = {_key(j.dst): j for j in jobs}
+    for job in jobs:
+        for option, extra_of in extras:
+            extra = extra_of(job.dst)
+            key = _key(extra)
+            if key in sources:
+                raise PlanError(f"{option} would write '{extra}' over the input '{sources[key]}'; rename it or use -o DIR")
+            other = outputs.get(key)
+            if other is not None:
+                raise OutputCollisionError(
+                    f"{option} would write '{extra}' (for '{job.src}'), which is the output of '{other.src}'; "
+                    "rename one of them"
+                )
 
 
 def _check(jobs: Sequence[Job], *, in_place: bool) -> None:

@@ -13,6 +13,10 @@ each stage runs the same functions on the same data as the sequential path. Memo
 matters with 24-megapixel photos: at most one photo is decoded ahead and at most one is being written
 (the model waits for the writer rather than queueing more), so about three photos are held at once.
 
+Before a photo's work starts, its output is claimed (:func:`deblurcli.atomic.claim_output`), so that two runs
+on one folder -- or two ``--in-place`` runs -- share the photos instead of both deblurring each one: a photo
+another live run has claimed, or whose output changed since this run started, is skipped.
+
 Failures stay per file: an exception in any stage becomes that file's failed :class:`Outcome`, reported
 in input order. Two things stop the run instead: a full disk (every later write would fail too) and
 Ctrl-C; in both cases the write already handed to the writer is finished first (its model work is done and
@@ -22,6 +26,7 @@ the write is short), so every reported output is complete and nothing half-writt
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from collections import deque
@@ -33,9 +38,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from deblurcli.errors import DeblurError, OutputExistsError
+from deblurcli.errors import DeblurError, OutputExistsError, PhotoError
 
 if TYPE_CHECKING:
+    from deblurcli.atomic import Claim
     from deblurcli.batch import Job
     from deblurcli.photo import Photo
     from deblurcli.session import Result, Session
@@ -56,6 +62,11 @@ __all__ = [
 
 #: Reason given when another run (a second process, another array task) wrote the output meanwhile.
 WRITTEN_BY_OTHER_RUN = "output exists (written by another run)"
+#: Reason given when another live run has claimed the photo and is working on it.
+CLAIMED_BY_OTHER_RUN = "another run is working on it"
+
+#: What identifies the file at a path (device, inode, mtime, size), or None where there is none.
+Stamp = tuple[int, int, int, int] | None
 
 ProgressFn = Callable[[int, int], None]
 #: How :func:`run_jobs` ended: every job handled, stopped by a full disk, or stopped by Ctrl-C.
@@ -85,10 +96,18 @@ class Settings:
         The one place the "existing outputs are skipped" rule is decided: the CLI and the Ray driver ask
         before a run (to avoid loading a model for nothing), the runner again when a photo's turn comes
         (another run may have written it meanwhile); the atomic writer enforces it at the final rename.
+        A symbolic link to nothing at the output path is a failure, said as such before any work: it is
+        neither an output to skip nor one the writer may replace without ``--overwrite``.
         """
-        if self.replaces or not job.dst.exists():
+        from deblurcli.atomic import broken_link_reason
+
+        if self.replaces:
             return None
-        return Outcome(job.src, job.dst, "skipped", reason)
+        if job.dst.exists():
+            return Outcome(job.src, job.dst, "skipped", reason)
+        if job.dst.is_symlink():
+            return Outcome(job.src, job.dst, "failed", broken_link_reason(job.dst))
+        return None
 
 
 @dataclass
@@ -156,9 +175,10 @@ def kernel_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}_kernel.png")
 
 
-def write_compare(path: Path, before: np.ndarray, result: Result, photo: Photo) -> None:
+def write_compare(path: Path, before: np.ndarray, result: Result, photo: Photo, *, overwrite: bool = True) -> None:
     """Input | output side by side at full resolution (JPEG, the photo's RGB ICC profile kept), with the
-    kernel that was deconvolved with drawn in the output's top-left corner and the method named."""
+    kernel that was deconvolved with drawn in the output's top-left corner and the method named. An
+    existing file is replaced only with ``overwrite`` (``OutputExistsError`` otherwise)."""
     from deblurcli.atomic import atomic_write_bytes
     from deblurcli.photo import encode_preview_jpeg
 
@@ -166,7 +186,7 @@ def write_compare(path: Path, before: np.ndarray, result: Result, photo: Photo) 
     strip = (np.clip(side, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if result.method == "kernel" and result.kernel is not None:
         _inset_kernel(strip, result.kernel, x0=before.shape[1])
-    atomic_write_bytes(path, encode_preview_jpeg(strip, photo), overwrite=True)
+    atomic_write_bytes(path, encode_preview_jpeg(strip, photo), overwrite=overwrite)
 
 
 def _inset_kernel(strip: np.ndarray, kernel: np.ndarray, *, x0: int) -> None:
@@ -210,14 +230,21 @@ def model_stage(photo: Photo, session: Session, progress: ProgressFn | None = No
 
 def write_stage(job: Job, photo: Photo, result: Result, settings: Settings) -> tuple[list[str], Path | None, Path | None]:
     """Save ``result`` as ``job.dst`` with ``photo``'s metadata, and the compare strip and kernel picture if
-    asked: (warnings, compare path, kernel picture path)."""
+    asked: (warnings, compare path, kernel picture path).
+
+    The strip and the picture are extras: they replace an existing file only with ``--overwrite``
+    (``--in-place`` replaces the photos, nothing beside them), and one that cannot be written is a warning,
+    not a failure, since the photo itself is written by then (a full disk then stops the run at the next
+    photo's write).
+    """
     from deblurcli import photo as photo_io
 
     warnings = photo_io.write_photo(job.dst, result.rgb, photo, quality=settings.quality, overwrite=settings.replaces)
     compare = picture = None
     if settings.compare:
-        compare = compare_path(job.dst)
-        write_compare(compare, photo.rgb, result, photo)
+        compare = _extra(compare_path(job.dst), "compare strip", warnings, lambda path: write_compare(
+            path, photo.rgb, result, photo, overwrite=settings.overwrite
+        ))
     if settings.save_kernel and result.kernel is not None:
         import torch
 
@@ -225,9 +252,24 @@ def write_stage(job: Job, photo: Photo, result: Result, settings: Settings) -> t
         from deblurcli.kernel.psf import kernel_picture
         from deblurcli.photo import encode_png
 
-        picture = kernel_path(job.dst)
-        atomic_write_bytes(picture, encode_png(kernel_picture(torch.from_numpy(result.kernel))), overwrite=True)
+        png = encode_png(kernel_picture(torch.from_numpy(result.kernel)))
+        picture = _extra(kernel_path(job.dst), "kernel picture", warnings, lambda path: atomic_write_bytes(
+            path, png, overwrite=settings.overwrite
+        ))
     return warnings, compare, picture
+
+
+def _extra(path: Path, what: str, warnings: list[str], write: Callable[[Path], None]) -> Path | None:
+    """Write one extra file beside an output: its path, or None with the reason added to ``warnings``."""
+    try:
+        write(path)
+    except OutputExistsError:
+        warnings.append(f"{what} {path.name} exists and was kept (--overwrite replaces it)")
+        return None
+    except PhotoError as exc:
+        warnings.append(f"{what} not written: {exc}")
+        return None
+    return path
 
 
 def _done(job: Job, photo: Photo, result: Result, seconds: float, model_seconds: float, written: tuple[list[str], Path | None, Path | None]) -> Outcome:
@@ -289,11 +331,68 @@ def format_traceback(exc: BaseException) -> str:
 # ------------------------------------------------------------------------------------------- pipeline
 
 
-def _read_or_skip(job: Job, settings: Settings) -> _Read:
-    """Reader thread: skip a file whose output appeared since planning (another run), else decode it."""
+def stamp(path: Path) -> Stamp:
+    """What identifies the file at ``path`` now (None if there is none): a replaced file has a new inode."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def in_place_problem(job: Job) -> str | None:
+    """Why ``--in-place`` must not replace ``job.src``, or None.
+
+    The atomic write renames a new file over the old one: that would turn a symbolic link into a file (the
+    photo it points to left blurry) and split a hard-linked photo (its other names left blurry), so both
+    are refused rather than half done.
+    """
+    try:
+        st = os.lstat(job.src)
+    except OSError:
+        return None  # the read reports it
+    if os.path.islink(job.src):
+        return "is a symbolic link; --in-place would replace the link by a file (run it on the file it points to)"
+    if st.st_nlink > 1:
+        return f"has {st.st_nlink} hard links; --in-place would split them (the other names would keep the old photo)"
+    return None
+
+
+def claim_job(job: Job, settings: Settings, before: Stamp) -> tuple[Claim | None, Outcome | None]:
+    """Claim ``job``'s output before any work on it: (the claim, None) to go ahead, or (None, the skip or
+    failure that replaces the work).
+
+    ``before`` is the output's :func:`stamp` when this run started: an output that changed since was
+    written by another run (for ``--in-place``, the photo was already deblurred in place), so it is not
+    done again even though the claim is free by now.
+    """
+    from deblurcli.atomic import claim_output
+
     skipped = settings.existing(job, WRITTEN_BY_OTHER_RUN)
     if skipped is not None:
-        return _Read(job, outcome=skipped)
+        return None, skipped
+    problem = in_place_problem(job) if settings.in_place else None
+    if problem is not None:
+        return None, Outcome(job.src, job.dst, "failed", problem)
+    held = claim_output(job.dst)
+    if held is None:
+        return None, Outcome(job.src, job.dst, "skipped", CLAIMED_BY_OTHER_RUN)
+    if stamp(job.dst) != before:
+        held.release()
+        return None, Outcome(job.src, job.dst, "skipped", WRITTEN_BY_OTHER_RUN)
+    return held, None
+
+
+def _read_or_skip(job: Job, settings: Settings, before: Stamp, claims: dict[int, Claim], index: int) -> _Read:
+    """Reader thread: claim the output (see :func:`claim_job`; the claim goes into ``claims``), then decode."""
+    try:
+        held, outcome = claim_job(job, settings, before)
+    except Exception as exc:  # noqa: BLE001 - an output folder that cannot be written is that file's failure
+        return _Read(job, outcome=failure_outcome(job, exc, settings))
+    if outcome is not None:
+        return _Read(job, outcome=outcome)
+    assert held is not None
+    claims[index] = held
     start = time.perf_counter()
     try:
         photo = read_stage(job, settings)
@@ -329,17 +428,20 @@ def run_jobs(
     with ``overlap_io`` one reader and one writer thread decode and save the neighbouring photos (see
     the module docstring), without it each photo is read, deblurred and written before the next one --
     the same bytes either way. Outputs that exist when a photo's turn comes are skipped unless
-    ``settings`` replaces them. Returns "disk_full" after the file that found the disk full (reported as
+    ``settings`` replaces them, and so are photos another run has claimed or finished meanwhile
+    (:func:`claim_job`). Returns "disk_full" after the file that found the disk full (reported as
     failed), "interrupted" on Ctrl-C (every write already started is finished and reported first),
     "completed" otherwise.
     """
+    before = [stamp(job.dst) for job in jobs]
     if not overlap_io:
-        return _run_sequential(jobs, session, settings, on_result, on_start, progress)
-    return _Pipeline(jobs, session, settings, on_result, on_start, progress).run()
+        return _run_sequential(jobs, before, session, settings, on_result, on_start, progress)
+    return _Pipeline(jobs, before, session, settings, on_result, on_start, progress).run()
 
 
 def _run_sequential(
     jobs: Sequence[Job],
+    before: Sequence[Stamp],
     session: Session,
     settings: Settings,
     on_result: Callable[[int, Outcome], None],
@@ -348,9 +450,13 @@ def _run_sequential(
 ) -> RunEnd:
     from deblurcli.errors import DiskFullError
 
+    held: Claim | None = None
     try:
         for index, job in enumerate(jobs):
-            skipped = settings.existing(job, WRITTEN_BY_OTHER_RUN)
+            try:
+                held, skipped = claim_job(job, settings, before[index])
+            except Exception as exc:  # noqa: BLE001 - an unwritable output folder is this file's failure
+                held, skipped = None, failure_outcome(job, exc, settings)
             if skipped is not None:
                 on_result(index, skipped)
                 continue
@@ -363,9 +469,15 @@ def _run_sequential(
                 return "disk_full"
             except Exception as exc:  # noqa: BLE001 - whatever goes wrong with one file is that file's failure
                 outcome = failure_outcome(job, exc, settings)
+            finally:
+                if held is not None:
+                    held.release()
             on_result(index, outcome)
     except KeyboardInterrupt:
         return "interrupted"
+    finally:
+        if held is not None:
+            held.release()
     return "completed"
 
 
@@ -380,13 +492,16 @@ class _Pipeline:
     def __init__(
         self,
         jobs: Sequence[Job],
+        before: Sequence[Stamp],
         session: Session,
         settings: Settings,
         on_result: Callable[[int, Outcome], None],
         on_start: Callable[[Job], None] | None,
         progress: ProgressFn | None,
     ) -> None:
-        self.jobs, self.session, self.settings = jobs, session, settings
+        self.jobs, self.before, self.session, self.settings = jobs, before, session, settings
+        #: the claims held, by job index: taken by the reader, released when the result is reported
+        self.claims: dict[int, Claim] = {}
         self.on_result, self.on_start, self.progress = on_result, on_start, progress
         self.pending: deque[tuple[int, Outcome | Future[Outcome]]] = deque()
         self.writing: Future[Outcome] | None = None
@@ -405,22 +520,28 @@ class _Pipeline:
             # Not-started reads are dropped; the write in flight (its model work is done) is finished.
             self.reader.shutdown(wait=True, cancel_futures=True)
             self.writer.shutdown(wait=True)
-        if end == "completed":
-            return end
         try:
-            self._flush(final=True)
+            if end != "completed":
+                self._flush(final=True)
         except _Stop:
-            return "disk_full"
+            end = "disk_full"
         except KeyboardInterrupt:
-            return "interrupted"
+            end = "interrupted"
+        finally:
+            for index in list(self.claims):  # photos read ahead but never started, or cut short
+                self.claims.pop(index).release()
         return end
 
     def _loop(self) -> None:
-        ahead = self.reader.submit(_read_or_skip, self.jobs[0], self.settings) if self.jobs else None
+        ahead = self.reader.submit(_read_or_skip, self.jobs[0], self.settings, self.before[0], self.claims, 0) if self.jobs else None
         for index, job in enumerate(self.jobs):
             assert ahead is not None
             read = ahead.result()
-            ahead = self.reader.submit(_read_or_skip, self.jobs[index + 1], self.settings) if index + 1 < len(self.jobs) else None
+            ahead = (
+                self.reader.submit(_read_or_skip, self.jobs[index + 1], self.settings, self.before[index + 1], self.claims, index + 1)
+                if index + 1 < len(self.jobs)
+                else None
+            )
             if read.outcome is not None:
                 self.pending.append((index, read.outcome))
                 self._flush()
@@ -468,4 +589,7 @@ class _Pipeline:
             else:
                 outcome = item
             self.pending.popleft()
+            claim = self.claims.pop(index, None)
+            if claim is not None:
+                claim.release()
             self.on_result(index, outcome)

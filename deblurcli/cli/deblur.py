@@ -299,11 +299,12 @@ def open_session(options: dict[str, Any], reporter: Reporter) -> Session:
     return session
 
 
-def plan(paths: tuple[Path, ...], output: Path | None, *, recursive: bool, in_place: bool, shard: tuple[int, int] | None, reporter: Reporter) -> tuple[list[Job], int]:
-    """Inputs found, outputs named and this task's shard taken: (jobs, number of inputs that are problems)."""
+def plan(paths: tuple[Path, ...], output: Path | None, *, recursive: bool, in_place: bool, shard: tuple[int, int] | None, settings: Settings, reporter: Reporter) -> tuple[list[Job], int]:
+    """Inputs found, outputs named (with the strips and kernel pictures ``settings`` asks for) and this
+    task's shard taken: (jobs, number of inputs that are problems)."""
     from deblurcli.batch import PlanError, find_inputs, output_is_file, plan_jobs
     from deblurcli.batch import shard as shard_of
-    from deblurcli.runner import Outcome
+    from deblurcli.runner import Outcome, compare_path, kernel_path
 
     exclude = [output] if output is not None and not output_is_file(output) else []
     inputs, problems = find_inputs(paths, recursive=recursive, exclude=exclude)
@@ -311,7 +312,9 @@ def plan(paths: tuple[Path, ...], output: Path | None, *, recursive: bool, in_pl
         reporter.error(path, reason)
         reporter.result(Outcome(path, None, "failed", reason))
     try:
-        jobs = plan_jobs(inputs, output, in_place=in_place)
+        extras = [("--compare", compare_path)] if settings.compare else []
+        extras += [("--save-kernel", kernel_path)] if settings.save_kernel else []
+        jobs = plan_jobs(inputs, output, in_place=in_place, extras=extras)
     except PlanError as exc:
         raise click.UsageError(str(exc)) from None
     if not jobs:
@@ -334,10 +337,11 @@ def dry_run_listing(jobs: list[Job], settings: Settings, reporter: Reporter) -> 
         skipped = settings.existing(job, "output exists")
         outcome = skipped or Outcome(job.src, job.dst, "planned")
         outcome.compare = compare_path(job.dst) if settings.compare and skipped is None else None
+        action = "write" if skipped is None else "skip (exists)" if skipped.status == "skipped" else f"fail ({skipped.reason})"
         if reporter.as_json:
             reporter.result(outcome)
         elif not reporter.quiet:
-            click.echo(_printable(f"{'skip (exists)' if skipped else 'write'}: {job.src} -> {job.dst}", sys.stdout))
+            click.echo(_printable(f"{action}: {job.src} -> {job.dst}", sys.stdout))
 
 
 def deblur_jobs(jobs: list[Job], session_options: dict[str, Any], settings: Settings, reporter: Reporter) -> tuple[list[Outcome], int, bool]:
@@ -355,11 +359,14 @@ def deblur_jobs(jobs: list[Job], session_options: dict[str, Any], settings: Sett
         skipped = settings.existing(job)
         if skipped is None:
             todo.append(job)
-        else:
-            outcomes.append(skipped)
-            reporter.result(skipped)
-    if len(outcomes):
-        reporter.info(f"{len(outcomes)} outputs exist and are skipped (--overwrite replaces them)")
+            continue
+        outcomes.append(skipped)
+        if skipped.status == "failed":
+            reporter.error(skipped.input, skipped.reason or "failed")
+        reporter.result(skipped)
+    existing = sum(o.status == "skipped" for o in outcomes)
+    if existing:
+        reporter.info(f"{existing} outputs exist and are skipped (--overwrite replaces them)")
     if not todo:
         return outcomes, 0, False
     session = open_session(session_options, reporter)
@@ -442,7 +449,7 @@ def command(ctx: click.Context, paths: tuple[Path, ...], output: Path | None, re
         compare=options.pop("compare"), overwrite=options.pop("overwrite"), in_place=in_place,
         allow_huge=options.pop("allow_huge"), quality=options.pop("quality"), save_kernel=options.pop("save_kernel"),
     )
-    jobs, problems = plan(paths, output, recursive=recursive, in_place=in_place, shard=shard, reporter=reporter)
+    jobs, problems = plan(paths, output, recursive=recursive, in_place=in_place, shard=shard, settings=settings, reporter=reporter)
     if not jobs or dry_run:
         if dry_run:
             dry_run_listing(jobs, settings, reporter)
