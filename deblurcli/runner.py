@@ -589,7 +589,8 @@ class _Pipeline:
             else:
                 outcome = item
             self.pending.popleft()
-            claim = self.claims.pop(index, None)
+            claim = self.claims.get(index)
             if claim is not None:
-                claim.release()
+                claim.release()  # before it leaves self.claims: an interrupt here is caught by run()'s clean-up
+                del self.claims[index]
             self.on_result(index, outcome)

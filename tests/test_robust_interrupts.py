@@ -80,20 +80,26 @@ def deblur(*args: str | Path) -> Result:
     return CliRunner().invoke(group, [*map(str, args), "--threads", "1"], catch_exceptions=False)
 
 
-def signal_during_first_write(src: Path, out: Path, model: Path, sig: signal.Signals) -> tuple[int, str, str]:
-    """Start a real run, wait until its first temporary output exists, send ``sig``; (rc, stdout, stderr)."""
+def signal_during_first_write(
+    src: Path, out: Path, model: Path, sig: signal.Signals, *, again: tuple[signal.Signals, ...] = ()
+) -> tuple[int, str, str]:
+    """Start a real run, wait until its first temporary output exists, send ``sig`` (then each of ``again``,
+    0.2 s apart, while that write is still being synced); (rc, stdout, stderr)."""
     env = {**os.environ, "SLOW_FSYNC_S": "1.5", "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, "-c", SLOW_FSYNC_CLI, str(src), "-o", str(out), "--weights", str(model), "--threads", "1"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 300  # generous for a starved machine
     while time.monotonic() < deadline and proc.poll() is None:
-        if out.is_dir() and any(is_temp_file(p.name) for p in out.iterdir()):
+        if out.is_dir() and any(TEMP_TAG in p.name for p in out.iterdir()):  # a temporary output, not a claim
             break
         time.sleep(0.01)
     else:
         proc.kill()
         pytest.fail("the run never started writing")
     proc.send_signal(sig)
+    for more in again:
+        time.sleep(0.2)
+        proc.send_signal(more)
     stdout, stderr = proc.communicate(timeout=60)
     return proc.returncode, stdout.decode(), stderr.decode()
 
@@ -131,9 +137,62 @@ def test_sigterm_inside_a_write_behaves_like_ctrl_c(tmp_path: Path, model_file: 
     photos(src, 3)
     out = tmp_path / "out"
     rc, _, stderr = signal_during_first_write(src, out, model_file, signal.SIGTERM)
-    assert rc in (130, 143), stderr
+    assert rc == 130, stderr
     assert "interrupted:" in stderr
     assert not [name for name in everything(out) if TEMP_TAG in name]
+
+
+@pytest.mark.parametrize("again", [(signal.SIGINT,), (signal.SIGTERM, signal.SIGINT)], ids=["ctrl-c-twice", "three-signals"])
+def test_more_signals_during_the_write_cannot_cut_its_clean_up(tmp_path: Path, model_file: Path, again: tuple[signal.Signals, ...]) -> None:
+    """Issue 19.14: the second and third signal only say the clean-up is under way; the photo being
+    written is finished, nothing partial is left, exit 130 (it was "Aborted!", exit 1, a 0-byte temp file)."""
+    src = tmp_path / "in"
+    photos(src, 3)
+    out = tmp_path / "out"
+    rc, stdout, stderr = signal_during_first_write(src, out, model_file, signal.SIGINT, again=again)
+    assert rc == 130, stderr
+    assert "Aborted" not in stderr and "Traceback" not in stderr and "interrupted:" in stderr
+    assert "finishing the clean-up" in stderr
+    written = everything(out)
+    assert written and all(not name.startswith(".") for name in written), written
+    assert "00.png" in written  # the photo the signals landed in was finished
+    for name in written:
+        with Image.open(out / name) as im:
+            im.load()
+
+
+#: Runs the real console script with one import made slow, so that a signal lands while it is imported.
+SLOW_IMPORT_CLI = """
+import importlib.abc, os, sys, time
+class SlowImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == os.environ["SLOW_IMPORT"]:
+            sys.stderr.write("importing\\n")
+            sys.stderr.flush()
+            time.sleep(60)
+        return None
+sys.meta_path.insert(0, SlowImport())
+from deblurcli.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("module", ["deblurcli.cli.deblur", "deblurcli.session"], ids=["command", "model-load"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_signal_while_imports_load_exits_130_in_one_line(tmp_path: Path, model_file: Path, module: str, sig: signal.Signals) -> None:
+    """Issue 19.14: SIGTERM while the command or the model's modules were imported exited 143, SIGINT 1."""
+    photos(tmp_path / "in", 1)
+    env = {**os.environ, "SLOW_IMPORT": module, "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-c", SLOW_IMPORT_CLI, str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(model_file)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stderr is not None
+    assert proc.stderr.readline() == b"importing\n"
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr.decode()
+    lines = stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interrupted before any"), lines
+    assert stdout == b"" and not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------ a process killed outright

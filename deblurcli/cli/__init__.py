@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import click
 
 from deblurcli._version import __version__
+from deblurcli.cli import interrupts
 
 #: command name -> module under deblurcli.cli that defines a Click command called ``command``.
 COMMANDS = {
@@ -34,6 +36,15 @@ class DefaultGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand; Ctrl-C or SIGTERM before it handles them itself (while its module and torch are
+        imported, say) is exit 130 with one line, not Click's "Aborted!" and exit 1."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted before any work was done", err=True)
+            raise click.exceptions.Exit(interrupts.EXIT_INTERRUPTED) from None
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         module = COMMANDS.get(cmd_name)
@@ -95,5 +106,10 @@ def group() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point; exit code 2 for usage errors (Click's convention)."""
+    """Console-script entry point; exit code 2 for usage errors (Click's convention), 130 when interrupted.
+
+    SIGINT and SIGTERM are handled from here on (:mod:`deblurcli.cli.interrupts`), before any heavy import,
+    so that a signal while torch loads is exit 130 too, and a second one cannot cut a clean-up short.
+    """
+    interrupts.install()
     group.main(args=argv if argv is not None else sys.argv[1:], prog_name="deblur")

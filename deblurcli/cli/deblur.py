@@ -12,8 +12,9 @@ module owns is the run's behaviour as the user sees it:
 * a bad file is one line ``error: <full path>: <reason>`` and the batch goes on (exit 1 at the end);
   a full disk stops the batch, since every further write would fail too;
 * outputs that exist are skipped unless ``--overwrite``, so re-running an interrupted command finishes
-  the rest; Ctrl-C stops at once, lists the finished files and exits 130, and leaves no partial file
-  (atomic.py writes to a temporary file and renames it only when complete);
+  the rest; Ctrl-C (or SIGTERM) stops at once, lists the finished files and exits 130, and leaves no
+  partial file (atomic.py writes to a temporary file and renames it only when complete); a second one
+  cannot cut that clean-up short (:mod:`deblurcli.cli.interrupts`);
 * two runs on the same folder at once cooperate instead of clashing: each re-checks that an output is
   still missing before starting it, and an output that appears while it is working (written by the
   other run) counts as skipped, never as an error or a clobbered file.
@@ -23,18 +24,17 @@ Exit codes: 0 all done (or skipped), 1 some files failed, 2 usage error, 130 int
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from deblurcli.cli import interrupts
+from deblurcli.cli.interrupts import EXIT_INTERRUPTED
 from deblurcli.cli.options import device_options, method_options, model_option, output_options, tiling_options
 
 if TYPE_CHECKING:
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 MAX_LISTED = 50
 #: Images with at least this many tiles get their own progress bar.
 TILE_BAR_MIN = 4
-EXIT_INTERRUPTED = 130
 
 
 def parse_shard_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, int] | None:
@@ -228,29 +227,6 @@ def run_jobs(jobs: list[Job], session: Session, settings: Settings, reporter: Re
     return outcomes, end == "interrupted"
 
 
-@contextlib.contextmanager
-def _sigterm_as_ctrl_c() -> Iterator[None]:
-    """SIGTERM (``kill``, ``timeout``, docker/systemd stop) stops the run the way Ctrl-C does: the write in
-    progress completes or is rolled back, the finished files are listed and the exit code is 130.
-
-    Python's default for SIGTERM is to die at once, mid-write. Only the main thread can install a handler;
-    elsewhere (a library caller's worker thread) SIGTERM keeps whatever the caller set up.
-    """
-
-    def handle(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handle)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
@@ -377,8 +353,7 @@ def deblur_jobs(jobs: list[Job], session_options: dict[str, Any], settings: Sett
     library_log.addHandler(handler)
     library_log.setLevel(handler.level)
     try:
-        with _sigterm_as_ctrl_c():
-            done, interrupted = run_jobs(todo, session, settings, reporter, current)
+        done, interrupted = run_jobs(todo, session, settings, reporter, current)
     finally:
         library_log.removeHandler(handler)
         library_log.setLevel(level)
@@ -449,13 +424,18 @@ def command(ctx: click.Context, paths: tuple[Path, ...], output: Path | None, re
         compare=options.pop("compare"), overwrite=options.pop("overwrite"), in_place=in_place,
         allow_huge=options.pop("allow_huge"), quality=options.pop("quality"), save_kernel=options.pop("save_kernel"),
     )
-    jobs, problems = plan(paths, output, recursive=recursive, in_place=in_place, shard=shard, settings=settings, reporter=reporter)
-    if not jobs or dry_run:
-        if dry_run:
-            dry_run_listing(jobs, settings, reporter)
-        ctx.exit(1 if problems else 0)
     options["model"], options["compile"] = options.pop("model_name"), options.pop("compile_model")
-    outcomes, left, interrupted = deblur_jobs(jobs, options, settings, reporter)
+    with interrupts.handled():
+        try:
+            jobs, problems = plan(paths, output, recursive=recursive, in_place=in_place, shard=shard, settings=settings, reporter=reporter)
+            if not jobs or dry_run:
+                if dry_run:
+                    dry_run_listing(jobs, settings, reporter)
+                ctx.exit(1 if problems else 0)
+            outcomes, left, interrupted = deblur_jobs(jobs, options, settings, reporter)
+        except KeyboardInterrupt:
+            reporter.interrupted("interrupted before any photo was processed")
+            ctx.exit(EXIT_INTERRUPTED)
     if interrupted:
         report_interrupted(outcomes, left, reporter)
         ctx.exit(EXIT_INTERRUPTED)
