@@ -474,7 +474,7 @@ def _with_metadata(arch: str, config: dict[str, Any], metadata: Mapping[str, str
         raise WeightsError(f"{path.name}: its metadata says {metadata['arch']} but its tensors are {arch}")
     try:
         recorded = json.loads(metadata.get("config", "{}"))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a forged config nested thousands deep
         recorded = None
     if not isinstance(recorded, dict):
         raise WeightsError(f"{path.name}: the config in its metadata is not a JSON object")
@@ -519,8 +519,31 @@ def load_generator(name: str | None = None, weights: Path | None = None) -> nn.M
     config.update({k: v for k, v in spec.inference_defaults.items() if config.get(k) is None})
     if entry is not None:
         config.update(entry.for_inference)
+    _check_fit(arch, config, state, path)
     model = build(arch, config)
-    expected = model.state_dict()
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _check_fit(arch: str, config: dict[str, Any], state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuse ``config`` unless it is plausible and the model it describes is exactly ``state``'s tensors.
+
+    Both checks run before any real allocation: the architecture's caps first (a forged file can name
+    20,000 blocks with a few kilobytes of keys), then a model built on the ``meta`` device (shapes, no
+    memory), whose every tensor must be in the file with the same shape. A model that passes takes no more
+    memory than the file's own tensors, which are already loaded (an ``intro.weight`` 4096 wide asked
+    for tens of GB before).
+    """
+    from deblurcli.models.registry import build, spec_for
+
+    try:
+        problem = spec_for(arch).implausible(config)
+    except (KeyError, TypeError, ValueError) as exc:
+        problem = f"unreadable configuration ({exc})"
+    if problem is not None:
+        raise WeightsError(f"{path.name}: not a plausible {arch} ({problem}); refused before building it")
+    with torch.device("meta"):
+        expected = build(arch, config).state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     reshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
@@ -530,5 +553,3 @@ def load_generator(name: str | None = None, weights: Path | None = None) -> nn.M
             f"{path.name}: weights do not fit {arch} {json.dumps(config)}: {len(missing)} missing, "
             f"{len(unexpected)} unexpected, {len(reshaped)} of another shape (first: {first!r})"
         )
-    model.load_state_dict(state)
-    return model.eval()

@@ -130,3 +130,69 @@ def test_lpips_backbone_in_the_cache_is_not_full_unpickled(tmp_path: Path, monke
     torch.save({"features.0.weight": _Payload(marker)}, backbone)
     metrics.make_lpips("alex")
     assert not marker.exists()
+
+
+# --------------------------------------------------------------- issue 19.4: forged sizes and configs
+
+
+def _tiny_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    net = NAFNet(width=8, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1], local_pool=16)
+    return {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
+
+
+@pytest.fixture
+def no_real_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail a test the moment a model would be built with real memory (a forged file must not get there)."""
+    from deblurcli.models import registry
+
+    real = registry.build
+
+    def guarded(arch: str, config: dict[str, object]) -> torch.nn.Module:
+        if torch.empty(0).device.type != "meta":
+            pytest.fail(f"a {arch} was built for real from {str(config)[:120]}")
+        return real(arch, config)
+
+    monkeypatch.setattr(registry, "build", guarded)
+
+
+def test_forged_block_count_is_refused_before_anything_is_built(tmp_path: Path, photo: Path, no_real_build: None) -> None:
+    """20,000 ``middle_blks.N`` keys (a few hundred KB) asked for a ~37 GB model."""
+    from safetensors.torch import save_file
+
+    state = _tiny_state()
+    state.update({f"middle_blks.{i}.beta": torch.zeros(1) for i in range(1, 20_000)})
+    path = tmp_path / "forged.safetensors"
+    save_file(state, str(path))
+    line = _one_error_line(deblur(photo, "--weights", path, "-o", tmp_path / "out.png"), path)
+    assert "not a plausible nafnet (20002 blocks (at most 256))" in line
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_forged_width_is_refused_by_the_file_own_tensor_sizes(tmp_path: Path, no_real_build: None) -> None:
+    """An ``intro.weight`` 4096 wide with the rest of a tiny model: only a shapes-only build can tell."""
+    from safetensors.torch import save_file
+
+    from deblurcli.errors import WeightsError
+    from deblurcli.weights import load_generator
+
+    state = _tiny_state()
+    state["intro.weight"] = torch.zeros(512, 3, 3, 3)  # the widest plausible NAFNet: caps alone let it pass
+    state["intro.bias"] = torch.zeros(512)
+    path = tmp_path / "wide.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(WeightsError, match=r"weights do not fit nafnet .* of another shape"):
+        load_generator(weights=path)
+    state["intro.weight"] = torch.zeros(4096, 3, 3, 3)
+    save_file(state, str(path))
+    with pytest.raises(WeightsError, match=r"not a plausible nafnet \(width 4096"):
+        load_generator(weights=path)
+
+
+def test_config_nested_50000_deep_is_one_line(tmp_path: Path, photo: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "deep.safetensors"
+    save_file(_tiny_state(), str(path), metadata={"format": "deblurcli", "arch": "nafnet", "config": "[" * 50_000 + "]" * 50_000})
+    line = _one_error_line(deblur(photo, "--weights", path, "-o", tmp_path / "out.png"), path)
+    assert "the config in its metadata is not a JSON object" in line

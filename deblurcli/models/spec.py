@@ -48,6 +48,9 @@ class ArchSpec:
     inference_defaults: Mapping[str, Any] = field(default_factory=dict)
     #: False for a critic: it is built and recognised, but never loaded to deblur a photo.
     generator: bool = True
+    #: why a configuration read off a file is beyond any real model of this architecture (None if it is not):
+    #: checked before anything is built, since a forged file can name 20,000 blocks in a few kilobytes.
+    implausible: Callable[[Mapping[str, Any]], str | None] = lambda _config: None
 
     def build(self, config: Mapping[str, Any]) -> nn.Module:
         """A fresh, randomly initialised module from ``config`` (raises the module's TypeError/ValueError)."""

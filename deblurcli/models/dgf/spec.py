@@ -7,6 +7,7 @@ light model's own rates for a file shaped like it).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from deblurcli.models.spec import ArchSpec, StateDict
@@ -66,6 +67,20 @@ def config_from_state(sd: StateDict) -> dict[str, Any]:
     return config
 
 
+#: Far beyond the official model (growth rate 64, width 256, 10 dense layers), and still cheap to build empty.
+MAX_GROWTH, MAX_WIDTH, MAX_LAYERS = 256, 1024, 64
+
+
+def implausible(config: Mapping[str, Any]) -> str | None:
+    """Why ``config`` is no real DGF: sizes a forged file (or its metadata's dilations) can claim."""
+    layers = len(config["dilations"])
+    if not 1 <= layers <= MAX_LAYERS:
+        return f"{layers} dense layers (at most {MAX_LAYERS})"
+    if not 1 <= int(config["growth_rate"]) <= MAX_GROWTH or not 1 <= int(config["width"]) <= MAX_WIDTH:
+        return f"growth rate {config['growth_rate']}, width {config['width']} (at most {MAX_GROWTH}, {MAX_WIDTH})"
+    return None
+
+
 SPEC = ArchSpec(
     name="dgf",
     module=_module,
@@ -74,4 +89,5 @@ SPEC = ArchSpec(
     presets={"dgf": DGF_FULL, "dgf-light": DGF_LIGHT},
     default_preset="dgf",
     not_in_weights=("dilations", "norm_window", "dropout"),
+    implausible=implausible,
 )

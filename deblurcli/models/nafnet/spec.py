@@ -9,6 +9,7 @@ the same signature as our own files: ``intro`` and ``ending``, with block counts
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from deblurcli.models.spec import ArchSpec, StateDict
@@ -70,6 +71,25 @@ def config_from_state(sd: StateDict) -> dict[str, Any]:
     }
 
 
+#: Far beyond the published models (width 64, 36 blocks, 4 levels), and still cheap to build empty.
+MAX_WIDTH, MAX_BLOCKS, MAX_LEVELS, MAX_CHANNELS = 512, 256, 8, 4
+
+
+def implausible(config: Mapping[str, Any]) -> str | None:
+    """Why ``config`` is no real NAFNet: sizes a forged file can claim with a few small tensors."""
+    enc, dec = list(config["enc_blk_nums"]), list(config["dec_blk_nums"])
+    blocks = int(config["middle_blk_num"]) + sum(enc) + sum(dec)
+    if not 1 <= int(config["img_channel"]) <= MAX_CHANNELS:
+        return f"{config['img_channel']} image channels"
+    if not 1 <= int(config["width"]) <= MAX_WIDTH:
+        return f"width {config['width']} (at most {MAX_WIDTH})"
+    if len(enc) > MAX_LEVELS or len(enc) != len(dec):
+        return f"{len(enc)} encoder and {len(dec)} decoder levels (at most {MAX_LEVELS}, as many of each)"
+    if blocks > MAX_BLOCKS:
+        return f"{blocks} blocks (at most {MAX_BLOCKS})"
+    return None
+
+
 SPEC = ArchSpec(
     name="nafnet",
     module=_module,
@@ -81,4 +101,5 @@ SPEC = ArchSpec(
     # Published checkpoints were trained with global pooling, which tiles would see differently; our own
     # files record the pool they were trained with and keep it.
     inference_defaults={"local_pool": TLC_LOCAL_POOL},
+    implausible=implausible,
 )

@@ -8,6 +8,7 @@ to spandrel. Width, depth and norm are all read off the tensors.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from deblurcli.models.spec import ArchSpec, StateDict
@@ -42,6 +43,13 @@ def config_from_state(sd: StateDict) -> dict[str, Any]:
     return {"in_channels": int(first.shape[1]), "ndf": int(first.shape[0]), "n_layers": len(convs) - 2, "norm": norm}
 
 
+def implausible(config: Mapping[str, Any]) -> str | None:
+    """Why ``config`` is no real PatchGAN critic (the recipe's has 3 layers of width 64 to 512)."""
+    if not 0 <= int(config["n_layers"]) <= 8 or not 1 <= int(config["ndf"]) <= 512 or not 1 <= int(config["in_channels"]) <= 8:
+        return f"{config['n_layers']} layers of width {config['ndf']} on {config['in_channels']} channels"
+    return None
+
+
 SPEC = ArchSpec(
     name="patchgan",
     module=_module,
@@ -50,4 +58,5 @@ SPEC = ArchSpec(
     presets={"patchgan": {"in_channels": 6, "ndf": 64, "n_layers": 3, "norm": "spectral"}},
     default_preset="patchgan",
     generator=False,
+    implausible=implausible,
 )
