@@ -50,6 +50,7 @@ __all__ = [
     "claim_output",
     "hidden_name",
     "is_temp_file",
+    "make_folders",
     "remove_stale_temp_files",
 ]
 
@@ -144,6 +145,30 @@ def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def make_folders(folder: Path) -> Path:
+    """Create ``folder`` and its missing parents (``PhotoError`` with the reason otherwise); returns it.
+
+    A loop, not ``Path.mkdir(parents=True)`` or ``os.makedirs``, which recurse once per missing level and
+    so failed to mirror a 1,100-level input tree.
+    """
+    folder = folder if str(folder) else Path(".")
+    missing: list[Path] = []
+    here = folder
+    while not os.path.lexists(here) and here != here.parent:  # a file in the way fails below, as ENOTDIR
+        missing.append(here)
+        here = here.parent
+    try:
+        for level in reversed(missing):
+            try:
+                os.mkdir(level)
+            except FileExistsError:
+                if not level.is_dir():
+                    raise
+    except OSError as e:
+        raise PhotoError(f"cannot create folder '{folder}': {e.strerror or e}") from None
+    return folder
+
+
 class Claim:
     """This process's claim on one output (see :func:`claim_output`); :meth:`release` when done with it."""
 
@@ -177,11 +202,7 @@ def claim_output(path: str | os.PathLike[str]) -> Claim | None:
     path = Path(path)
     if fcntl is None:
         return Claim(None, -1)
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PhotoError(f"cannot create folder '{folder}': {e.strerror or e}") from None
+    folder = make_folders(path.parent)
     claim = folder / hidden_name(path.name, CLAIM_TAG)
     flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0)
     for _attempt in range(3):  # the claim file can be released (removed) between our two opens
@@ -249,11 +270,7 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> It
     a one-line reason.
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PhotoError(f"cannot create folder '{folder}': {e.strerror or e}") from None
+    folder = make_folders(path.parent)
     tmp = folder / (hidden_name(path.name, TEMP_TAG, extra=8) + secrets.token_hex(4))
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)

@@ -23,6 +23,7 @@ task computes its share on its own, with no coordinator; the price is that small
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -139,32 +140,52 @@ def find_inputs(
 
 
 def _scan(root: Path, *, recursive: bool, excluded: list[str]) -> tuple[list[InputFile], list[tuple[Path, str]]]:
-    """Photos under one folder, sorted by their path relative to it."""
+    """Photos under one folder, sorted by their path relative to it.
+
+    Walked with an explicit stack rather than ``os.walk``, which recurses once per level (before Python
+    3.12) and so stopped a 1,100-level tree with a RecursionError. Excluded folders are recognised by
+    their device and inode, which each folder's ``stat`` gives for free, since resolving each folder's
+    real path costs one ``lstat`` per level above it (minutes in such a tree).
+    """
+    excluded_ids = set()
+    for folder in excluded:
+        with contextlib.suppress(OSError):
+            st = os.stat(folder)
+            excluded_ids.add((st.st_dev, st.st_ino))
     found: list[InputFile] = []
     problems: list[tuple[Path, str]] = []
     visited: set[tuple[int, int]] = set()
 
-    def on_error(err: OSError) -> None:
-        problems.append((Path(err.filename or root), f"cannot list folder: {err.strerror or err}"))
+    def on_error(err: OSError, folder: str) -> None:
+        problems.append((Path(err.filename or folder), f"cannot list folder: {err.strerror or err}"))
 
-    for folder, dirs, files in os.walk(root, followlinks=True, onerror=on_error):
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
         try:
             st = os.stat(folder)
+            key = (st.st_dev, st.st_ino)
+            if key in visited or key in excluded_ids:
+                continue  # a symlink loop, a folder reached twice, or our own output folder
+            visited.add(key)
+            with os.scandir(folder) as listing:
+                entries = list(listing)
         except OSError as e:
-            on_error(e)
-            dirs[:] = []
+            on_error(e, folder)
             continue
-        key = (st.st_dev, st.st_ino)
-        if key in visited or _under(os.path.realpath(folder), excluded):
-            dirs[:] = []  # a symlink loop, a folder reached twice, or our own output folder
-            continue
-        visited.add(key)
-        dirs[:] = sorted(d for d in dirs if recursive and not d.startswith(".") and d.lower() not in SYSTEM_DIRS)
-        base = Path(folder)
-        for name in files:
-            if _is_photo_name(name) and os.path.isfile(base / name):
-                path = base / name
+        subfolders = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows symlinks: a linked folder is walked (once, by its inode)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if recursive and not entry.name.startswith(".") and entry.name.lower() not in SYSTEM_DIRS:
+                    subfolders.append(entry.path)
+            elif _is_photo_name(entry.name) and os.path.isfile(entry.path):
+                path = Path(entry.path)
                 found.append(InputFile(path, path.relative_to(root), root))
+        stack += sorted(subfolders, reverse=True)
     found.sort(key=lambda item: item.rel.parts)
     return found, problems
 

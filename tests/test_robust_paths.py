@@ -187,3 +187,36 @@ def test_output_folder_that_cannot_be_created_is_a_clear_error(tmp_path: Path, m
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"error: {tmp_path / 'in' / 'a.png'}: cannot create folder" in result.stderr
     assert "Not a directory" in result.stderr
+
+
+def _remove_deep(top: Path) -> None:
+    """Delete a tree deeper than shutil.rmtree (pytest's own clean-up) can recurse, bottom up."""
+    folders, stack = [], [str(top)]
+    while stack:
+        folder = stack.pop()
+        folders.append(folder)
+        for entry in os.scandir(folder):
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            else:
+                os.unlink(entry.path)
+    for folder in reversed(folders):
+        os.rmdir(folder)
+
+
+def test_a_1100_level_tree_is_walked_and_mirrored(tmp_path: Path, model_file: Path, request: pytest.FixtureRequest) -> None:
+    """Issue 19.11: deeper than Python's recursion limit (os.walk and Path.mkdir recurse per level)."""
+    request.addfinalizer(lambda: [_remove_deep(tmp_path / top) for top in ("in", "out") if (tmp_path / top).exists()])
+    deep = tmp_path / "in"
+    deep.mkdir()
+    for _ in range(1100):
+        deep = deep / "d"
+        os.mkdir(deep)
+    photo(deep / "bottom.png")
+    photo(tmp_path / "in" / "top.png", seed=1)
+    out = tmp_path / "out"
+    result = deblur(tmp_path / "in", "-r", "-o", out, "--json", model=model_file)
+    assert result.exit_code == 0, result.output[-2000:]
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["status"] for r in records] == ["done", "done"]
+    assert (out / deep.relative_to(tmp_path / "in") / "bottom.png").is_file() and (out / "top.png").is_file()
