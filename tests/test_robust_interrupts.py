@@ -161,6 +161,25 @@ def test_more_signals_during_the_write_cannot_cut_its_clean_up(tmp_path: Path, m
             im.load()
 
 
+def test_stdout_closed_by_head_keeps_the_run_going_and_says_so(tmp_path: Path, model_file: Path) -> None:
+    """Issue 19.20: ``deblur in -o out | head -n 1`` stopped after 2 of 4 photos, exit 1, silently."""
+    src = tmp_path / "in"
+    photos(src, 4)
+    out = tmp_path / "out"
+    env = {**os.environ, "SLOW_FSYNC_S": "0.3", "OMP_NUM_THREADS": "1"}  # results come well apart
+    argv = [sys.executable, "-c", SLOW_FSYNC_CLI, str(src), "-o", str(out), "--weights", str(model_file), "--threads", "1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what head does after its line
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, stderr
+    assert Path(first.decode().strip()) == out / "00.png"
+    assert everything(out) == ["00.png", "01.png", "02.png", "03.png"]
+    assert "stdout was closed early (broken pipe); the run kept going, 3 result line(s) not listed" in stderr
+    assert "done 4, skipped 0, failed 0" in stderr and "Exception ignored" not in stderr and "Traceback" not in stderr
+
+
 #: Runs the real console script with one import made slow, so that a signal lands while it is imported.
 SLOW_IMPORT_CLI = """
 import importlib.abc, os, sys, time

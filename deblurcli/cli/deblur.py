@@ -8,6 +8,7 @@ once per run. What this
 module owns is the run's behaviour as the user sees it:
 
 * stdout carries only results (each written output's path, or one JSON object per file with ``--json``);
+  when its reader goes away (``| head``), the run goes on and says how many lines it could not list;
   progress bars, warnings, errors and the summary go to stderr, progress only when stderr is a terminal;
 * a bad file is one line ``error: <full path>: <reason>`` and the batch goes on (exit 1 at the end);
   a full disk stops the batch, since every further write would fail too;
@@ -24,6 +25,8 @@ Exit codes: 0 all done (or skipped), 1 some files failed, 2 usage error, 130 int
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import sys
@@ -95,6 +98,8 @@ class Reporter:
         self.progress: Progress | None = None
         self.files_task: TaskID | None = None
         self.tiles_task: TaskID | None = None
+        #: result lines dropped since stdout's reader went away (None while it is there)
+        self.unlisted: int | None = None
 
     def _err(self, line: str) -> None:
         line = _printable(line, sys.stderr)
@@ -127,9 +132,31 @@ class Reporter:
 
     def result(self, outcome: Outcome) -> None:
         if self.as_json:
-            click.echo(outcome.as_json())  # ASCII-only JSON
+            self.out(outcome.as_json())  # ASCII-only JSON
         elif not self.quiet and outcome.status == "done":
-            click.echo(_printable(str(outcome.output), sys.stdout))
+            self.out(_printable(str(outcome.output), sys.stdout))
+
+    def out(self, line: str) -> None:
+        """One line on stdout. When its reader has gone (``deblur ... | head -n 1``: EPIPE), the run keeps
+        going -- its outputs are the point, the listing is a courtesy -- and later lines are dropped;
+        :meth:`stdout_note` says so at the end."""
+        if self.unlisted is not None:
+            self.unlisted += 1
+            return
+        try:
+            click.echo(line)
+        except BrokenPipeError:
+            self.unlisted = 1
+            # Point stdout at /dev/null, so that the flush at exit does not fail again.
+            with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+
+    def stdout_note(self) -> None:
+        """After a broken pipe on stdout: which lines were lost, and that the work went on regardless."""
+        if self.unlisted is not None:
+            self.warning(None, f"stdout was closed early (broken pipe); the run kept going, {self.unlisted} result line(s) not listed")
 
     # --- progress (stderr, terminal only) ---------------------------------------------------------
     def start(self, files: int) -> None:
@@ -317,7 +344,7 @@ def dry_run_listing(jobs: list[Job], settings: Settings, reporter: Reporter) -> 
         if reporter.as_json:
             reporter.result(outcome)
         elif not reporter.quiet:
-            click.echo(_printable(f"{action}: {job.src} -> {job.dst}", sys.stdout))
+            reporter.out(_printable(f"{action}: {job.src} -> {job.dst}", sys.stdout))
 
 
 def deblur_jobs(jobs: list[Job], session_options: dict[str, Any], settings: Settings, reporter: Reporter) -> tuple[list[Outcome], int, bool]:
@@ -431,11 +458,13 @@ def command(ctx: click.Context, paths: tuple[Path, ...], output: Path | None, re
             if not jobs or dry_run:
                 if dry_run:
                     dry_run_listing(jobs, settings, reporter)
+                    reporter.stdout_note()
                 ctx.exit(1 if problems else 0)
             outcomes, left, interrupted = deblur_jobs(jobs, options, settings, reporter)
         except KeyboardInterrupt:
             reporter.interrupted("interrupted before any photo was processed")
             ctx.exit(EXIT_INTERRUPTED)
+    reporter.stdout_note()
     if interrupted:
         report_interrupted(outcomes, left, reporter)
         ctx.exit(EXIT_INTERRUPTED)
