@@ -25,6 +25,7 @@ the write is short), so every reported output is complete and nothing half-writt
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -220,7 +221,31 @@ def read_stage(job: Job, settings: Settings) -> Photo:
         photo as photo_io,  # looked up at call time: tests stand in for read_photo
     )
 
+    quiet_codec_libraries()
     return photo_io.read_photo(job.src, allow_huge=settings.allow_huge)
+
+
+@functools.cache
+def quiet_codec_libraries() -> None:
+    """Stop libtiff printing its own lines on stderr ("tempfile.tif: Using code not yet in table.").
+
+    Pillow hands libtiff's errors back as a return code, which becomes the file's one ``error:`` line; the
+    library's default handlers also print them raw, without the photo's name, between our lines. Its
+    handlers are process-wide C state, so this is done once, through Pillow's own copy of libtiff; where
+    that cannot be reached (a Pillow without libtiff), nothing changes.
+    """
+    import ctypes
+
+    from PIL import _imaging
+
+    try:
+        library = ctypes.CDLL(_imaging.__file__)
+        for name in ("TIFFSetErrorHandler", "TIFFSetWarningHandler"):
+            setter = getattr(library, name)
+            setter.restype, setter.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+            setter(None)
+    except (OSError, AttributeError):
+        pass
 
 
 def model_stage(photo: Photo, session: Session, progress: ProgressFn | None = None) -> Result:
@@ -239,6 +264,7 @@ def write_stage(job: Job, photo: Photo, result: Result, settings: Settings) -> t
     """
     from deblurcli import photo as photo_io
 
+    quiet_codec_libraries()
     warnings = photo_io.write_photo(job.dst, result.rgb, photo, quality=settings.quality, overwrite=settings.replaces)
     compare = picture = None
     if settings.compare:
@@ -297,14 +323,21 @@ def process(job: Job, session: Session, settings: Settings, progress: ProgressFn
 
 
 def describe_failure(exc: BaseException) -> str:
-    """One line for a failed file: the library's own message, or the exception squeezed into one line."""
+    """One line for a failed file: the library's own message, or an unforeseen exception's text squeezed
+    into one line -- never its class name (``OverflowError``, ``_ExifFormatError``: internal words the user
+    cannot act on; ``-v`` prints the traceback that has them)."""
+    from PIL import Image
+
     if isinstance(exc, DeblurError):
         return str(exc)
     if isinstance(exc, MemoryError):
         return "not enough memory for this photo (try a smaller --tile)"
+    if isinstance(exc, Image.DecompressionBombError):
+        return "too many pixels to read safely (a decompression bomb?); pass --allow-huge if the photo is genuine"
     if isinstance(exc, OSError):
-        return exc.strerror or str(exc)
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        return " ".join((exc.strerror or str(exc)).split())
+    text = " ".join(str(exc).split())[:300]
+    return f"cannot process this photo: {text}" if text else "cannot process this photo (an internal error; -v shows it)"
 
 
 def failure_outcome(job: Job, exc: BaseException, settings: Settings) -> Outcome:

@@ -214,3 +214,53 @@ def test_in_place_refuses_hard_links_and_symlinks_and_leaves_them_intact(tmp_pat
     assert (folder / "pointer.png").is_symlink() and os.path.samefile(linked, tmp_path / "other-name.png")
     assert {p: p.read_bytes() for p in (linked, target)} == before
     assert plain.read_bytes() != plain_before
+
+
+# ---------------------------------------------------------------------------------- 17: error lines
+
+
+def test_a_newline_in_a_file_name_cannot_forge_lines(tmp_path: Path, model_file: Path) -> None:
+    folder = tmp_path / "in"
+    photo(folder / "good\nerror: forged.png")
+    (folder / "bad\nerror: forged too.png").write_bytes(b"not a photo")
+    result = deblur(folder, "-o", tmp_path / "out", model=model_file)
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "bad\\nerror: forged too.png" in errors[0], result.stderr
+    [listed] = result.stdout.splitlines()
+    assert listed.endswith("good\\nerror: forged.png")
+    assert (tmp_path / "out" / "good\nerror: forged.png").is_file()
+
+
+def test_libtiff_prints_nothing_of_its_own(tmp_path: Path, model_file: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A corrupt LZW strip: libtiff's own "tempfile.tif: Using code not yet in table." went to stderr raw."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "TIFF", compression="tiff_lzw")
+    data = bytearray(buffer.getvalue())
+    data[200:260] = b"\xff" * 60
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "corrupt.tif").write_bytes(bytes(data))
+    capfd.readouterr()
+    result = deblur(tmp_path / "in", "-o", tmp_path / "out", model=model_file)
+    raw = capfd.readouterr().err
+    assert result.exit_code == 1 and "error:" in result.stderr and "corrupt.tif" in result.stderr
+    assert raw == "", raw
+
+
+def test_resume_from_a_checkpoint_with_code_objects_is_one_line(tmp_path: Path) -> None:
+    import argparse
+
+    from deblurcli.errors import WeightsError
+    from deblurcli.train.checkpoint import load_checkpoint
+
+    path = tmp_path / "last.pt"
+    torch.save({"format": "x", "args": argparse.Namespace(a=1)}, path)
+    with pytest.raises(WeightsError, match="refused to resume from it") as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value) and "weights_only=False" not in str(info.value)
+    path.write_bytes(b"PK\x03\x04 not a zip at all" * 10)
+    with pytest.raises(WeightsError, match="not a readable training checkpoint") as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value)

@@ -231,7 +231,7 @@ def test_failures_stay_per_file_and_in_order(tmp_path: Path, monkeypatch: pytest
         statuses = [(o.status, o.reason) for _, o in results]
         assert statuses[0] == ("done", None) and statuses[4] == ("done", None)
         assert statuses[1][0] == "failed" and "not a recognised image" in str(statuses[1][1])
-        assert statuses[2] == ("failed", "RuntimeError: boom second line")
+        assert statuses[2] == ("failed", "cannot process this photo: boom second line")
         assert isinstance(results[2][1].exception, RuntimeError)
         assert statuses[3] == ("failed", "cannot write '3.png': permission denied (the folder is not writable)")
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [jobs[0].dst.name, jobs[4].dst.name]
@@ -308,7 +308,13 @@ def test_describe_failure_is_one_line_per_kind() -> None:
     assert describe_failure(PhotoError("file is empty (0 bytes)")) == "file is empty (0 bytes)"
     assert describe_failure(MemoryError()) == "not enough memory for this photo (try a smaller --tile)"
     assert describe_failure(OSError(errno.EIO, "Input/output error")) == "Input/output error"
-    assert describe_failure(ValueError("a\n  b" + "x" * 400)) == "ValueError: a b" + "x" * 297
+    assert describe_failure(ValueError("a\n  b" + "x" * 400)) == "cannot process this photo: a b" + "x" * 297
+    # Issue 19.17: no internal class names (they are in -v's traceback)
+    assert describe_failure(OverflowError()) == "cannot process this photo (an internal error; -v shows it)"
+    from PIL import Image
+
+    bomb = describe_failure(Image.DecompressionBombError("Image size (1 pixels) exceeds limit"))
+    assert "DecompressionBombError" not in bomb and "--allow-huge" in bomb
 
 
 def test_failure_outcome_turns_a_lost_race_into_a_skip(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -66,12 +67,20 @@ def parse_shard_option(_ctx: click.Context, _param: click.Parameter, value: str 
         raise click.BadParameter(str(exc)) from None
 
 
-def _printable(text: str, stream: Any) -> str:
-    """``text`` as ``stream`` can encode it: a file name that is not valid UTF-8 (its bytes kept as
+#: Control characters (C0, DEL, C1): a file name holding a newline must not start a forged "error:" line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _printable(text: str, stream: Any, *, one_line: bool = True) -> str:
+    """``text`` as ``stream`` can encode it, on one line unless told otherwise: control characters (a
+    newline in a file name) are written as ``\\n``, ``\\xNN``; a file name that is not valid UTF-8 (its bytes kept as
     surrogates by ``os.fsdecode``) shows them as ``\\xNN``, and characters the stream's encoding lacks
     become escapes, instead of a UnicodeEncodeError killing the run after the file was written."""
     if any("\udc80" <= ch <= "\udcff" for ch in text):
         text = os.fsencode(text).decode("utf-8", "backslashreplace")
+    if one_line:
+        text = _CONTROL.sub(lambda m: _ESCAPES.get(m[0], f"\\x{ord(m[0]):02x}"), text)
     encoding = getattr(stream, "encoding", None) or "utf-8"
     return text.encode(encoding, "backslashreplace").decode(encoding)
 
@@ -101,8 +110,8 @@ class Reporter:
         #: result lines dropped since stdout's reader went away (None while it is there)
         self.unlisted: int | None = None
 
-    def _err(self, line: str) -> None:
-        line = _printable(line, sys.stderr)
+    def _err(self, line: str, *, one_line: bool = True) -> None:
+        line = _printable(line, sys.stderr, one_line=one_line)
         if self.tty:
             self.console.print(line, markup=False)
         else:
@@ -122,6 +131,11 @@ class Reporter:
     def info(self, message: str) -> None:
         if self.verbose and not self.quiet:
             self._err(message)
+
+    def traceback(self, text: str) -> None:
+        """``-v``'s traceback of an unforeseen failure: the one text printed on several lines."""
+        if self.verbose and not self.quiet:
+            self._err(text, one_line=False)
 
     def interrupted(self, message: str) -> None:
         self._err(message)
@@ -232,7 +246,7 @@ def run_jobs(jobs: list[Job], session: Session, settings: Settings, reporter: Re
             reporter.error(outcome.input, outcome.reason or "failed")
             if reporter.verbose and is_unexpected(outcome.exception):
                 assert outcome.exception is not None
-                reporter.info(format_traceback(outcome.exception))
+                reporter.traceback(format_traceback(outcome.exception))
         for warning in outcome.warnings:
             reporter.warning(outcome.input, warning)
         if outcome.method is not None:

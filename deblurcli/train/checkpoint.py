@@ -51,8 +51,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise WeightsError(f"{path}: no training checkpoint here (nothing to resume)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise WeightsError(f"{path}: not a readable training checkpoint ({type(exc).__name__}: {exc})") from None
+    except pickle.UnpicklingError:
+        # torch's own text here runs to a dozen lines and suggests weights_only=False, which could run code.
+        raise WeightsError(
+            f"{path}: refused to resume from it (it holds Python objects that only a full unpickle could create)"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        text = " ".join(str(exc).split(". ")[0].split()) or "unreadable"
+        raise WeightsError(f"{path}: not a readable training checkpoint ({text})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise WeightsError(f"{path}: not a deblurcli training checkpoint")
     if int(state.get("version", 0)) > VERSION:
