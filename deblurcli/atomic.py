@@ -106,22 +106,37 @@ def _lock_temp(fd: int) -> int:
     return lock_fd
 
 
-def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete the temporary files that killed processes (SIGKILL, power loss) left in ``folder``.
+def remove_stale_temp_files(folder: str | os.PathLike[str], *, recursive: bool = False) -> list[Path]:
+    """Delete the temporary files and claims that killed processes (SIGKILL, power loss) left in ``folder``
+    (and, if ``recursive``, in the folders under it).
 
-    Only our own names (:func:`is_temp_file`) are considered, and only those no process is writing: a
-    live one is flock-ed by its writer for the whole write (see :func:`atomic_output`), and one younger
-    than :data:`STALE_TEMP_AGE_S` is left alone as well, so a second ``deblur`` writing into the same folder
-    is never disturbed. Not recursive. Without flock (Windows) nothing is removed. Returns what was removed;
-    never raises for a folder that is missing or unreadable.
+    Only our own names (:func:`is_temp_file`) are considered, and only those no process holds: a live one
+    is flock-ed by its writer or claimer the whole time (see :func:`atomic_output`, :func:`claim_output`),
+    and one younger than :data:`STALE_TEMP_AGE_S` is left alone as well, so a second ``deblur`` writing into
+    the same folder is never disturbed. The recursive walk is a loop that follows no symbolic link and
+    skips hidden folders (we never write into those). Without flock (Windows) nothing is removed. Returns
+    what was removed; never raises for a folder that is missing or unreadable.
     """
     if fcntl is None:
         return []
     removed: list[Path] = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return []
+    pending = [os.fspath(folder)]
+    while pending:
+        here = pending.pop()
+        try:
+            entries = list(os.scandir(here))
+        except OSError:
+            continue
+        if recursive:
+            pending += [e.path for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+        removed += _remove_stale(entries)
+    return removed
+
+
+def _remove_stale(entries: list[os.DirEntry[str]]) -> list[Path]:
+    """The stale working files among one folder's ``entries``, removed (see :func:`remove_stale_temp_files`)."""
+    assert fcntl is not None
+    removed: list[Path] = []
     now = time.time()
     for entry in entries:
         if not is_temp_file(entry.name):

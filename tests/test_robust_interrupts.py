@@ -282,3 +282,20 @@ def test_next_run_removes_a_killed_runs_leftover(tmp_path: Path, model_file: Pat
     result = deblur(tmp_path / "in", "-o", out, "--weights", model_file)
     assert result.exit_code == 0
     assert everything(out) == ["00.png"]
+
+
+def test_leftovers_anywhere_in_the_output_tree_are_removed(tmp_path: Path, model_file: Path) -> None:
+    """Issue 19.18: a killed run's leftover in an output folder this run does not write to (its input
+    folder was renamed since) was kept forever; claims left by a killed run go the same way."""
+    photos(tmp_path / "in" / "kept", 1)
+    out = tmp_path / "out"
+    (out / "renamed" / "deeper").mkdir(parents=True)
+    leftovers = [out / "renamed" / "deeper" / f".00.png{TEMP_TAG}deadbeef", out / "renamed" / ".01.png.deblurcli-claim"]
+    for leftover in leftovers:
+        leftover.write_bytes(b"")
+        _aged(leftover)
+    live = out / "renamed" / f".02.png{TEMP_TAG}0000live"  # young: another run may be about to lock it
+    live.write_bytes(b"")
+    result = deblur(tmp_path / "in", "-r", "-o", out, "--weights", model_file)
+    assert result.exit_code == 0, result.output
+    assert everything(out) == ["kept", "kept/00.png", "renamed", f"renamed/{live.name}", "renamed/deeper"]

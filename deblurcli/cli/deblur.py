@@ -361,14 +361,16 @@ def dry_run_listing(jobs: list[Job], settings: Settings, reporter: Reporter) -> 
             reporter.out(_printable(f"{action}: {job.src} -> {job.dst}", sys.stdout))
 
 
-def deblur_jobs(jobs: list[Job], session_options: dict[str, Any], settings: Settings, reporter: Reporter) -> tuple[list[Outcome], int, bool]:
-    """Skip existing outputs, then run the rest through one Session: (outcomes, photos left unfinished by
-    Ctrl-C, interrupted)."""
+def deblur_jobs(jobs: list[Job], session_options: dict[str, Any], settings: Settings, reporter: Reporter, *, recursive: bool) -> tuple[list[Outcome], int, bool]:
+    """Clean up after killed runs (in the whole output trees with ``recursive``), skip existing outputs, then
+    run the rest through one Session: (outcomes, photos left unfinished by Ctrl-C, interrupted)."""
     from deblurcli.atomic import remove_stale_temp_files
 
-    for folder in sorted({job.dst.parent for job in jobs}):
-        # leftovers of a run killed outright (SIGKILL, power loss); live writes of another run are kept
-        for leftover in remove_stale_temp_files(folder):
+    # Leftovers of a run killed outright (SIGKILL, power loss) anywhere in the output trees (with -r), not
+    # only where this run writes: the photo being written then may be gone from the inputs, or in another
+    # shard. Live writes and claims of another run are kept.
+    for root in sorted({job.dst.parents[len(job.rel.parts) - 1] for job in jobs}):
+        for leftover in remove_stale_temp_files(root, recursive=recursive):
             reporter.info(f"removed {leftover}, left by an earlier run that was killed mid-write")
     outcomes: list[Outcome] = []
     todo: list[Job] = []
@@ -474,7 +476,7 @@ def command(ctx: click.Context, paths: tuple[Path, ...], output: Path | None, re
                     dry_run_listing(jobs, settings, reporter)
                     reporter.stdout_note()
                 ctx.exit(1 if problems else 0)
-            outcomes, left, interrupted = deblur_jobs(jobs, options, settings, reporter)
+            outcomes, left, interrupted = deblur_jobs(jobs, options, settings, reporter, recursive=recursive)
         except KeyboardInterrupt:
             reporter.interrupted("interrupted before any photo was processed")
             ctx.exit(EXIT_INTERRUPTED)
