@@ -51,6 +51,7 @@ __all__ = [
     "Outcome",
     "Settings",
     "compare_path",
+    "complete_extras",
     "describe_failure",
     "failure_outcome",
     "model_stage",
@@ -176,17 +177,17 @@ def kernel_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}_kernel.png")
 
 
-def write_compare(path: Path, before: np.ndarray, result: Result, photo: Photo, *, overwrite: bool = True) -> None:
+def write_compare(path: Path, before: np.ndarray, after: np.ndarray, kernel: np.ndarray | None, photo: Photo, *, overwrite: bool = True) -> None:
     """Input | output side by side at full resolution (JPEG, the photo's RGB ICC profile kept), with the
-    kernel that was deconvolved with drawn in the output's top-left corner and the method named. An
-    existing file is replaced only with ``overwrite`` (``OutputExistsError`` otherwise)."""
+    ``kernel`` that was deconvolved with (if any) drawn in the output's top-left corner. An existing file
+    is replaced only with ``overwrite`` (``OutputExistsError`` otherwise)."""
     from deblurcli.atomic import atomic_write_bytes
     from deblurcli.photo import encode_preview_jpeg
 
-    side = np.concatenate([before, result.rgb], axis=1)
+    side = np.concatenate([before, after], axis=1)
     strip = (np.clip(side, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    if result.method == "kernel" and result.kernel is not None:
-        _inset_kernel(strip, result.kernel, x0=before.shape[1])
+    if kernel is not None:
+        _inset_kernel(strip, kernel, x0=before.shape[1])
     atomic_write_bytes(path, encode_preview_jpeg(strip, photo), overwrite=overwrite)
 
 
@@ -268,8 +269,9 @@ def write_stage(job: Job, photo: Photo, result: Result, settings: Settings) -> t
     warnings = photo_io.write_photo(job.dst, result.rgb, photo, quality=settings.quality, overwrite=settings.replaces)
     compare = picture = None
     if settings.compare:
+        deconvolved = result.kernel if result.method == "kernel" else None
         compare = _extra(compare_path(job.dst), "compare strip", warnings, lambda path: write_compare(
-            path, photo.rgb, result, photo, overwrite=settings.overwrite
+            path, photo.rgb, result.rgb, deconvolved, photo, overwrite=settings.overwrite
         ))
     if settings.save_kernel and result.kernel is not None:
         import torch
@@ -283,6 +285,31 @@ def write_stage(job: Job, photo: Photo, result: Result, settings: Settings) -> t
             path, png, overwrite=settings.overwrite
         ))
     return warnings, compare, picture
+
+
+def complete_extras(job: Job, settings: Settings, skipped: Outcome) -> Outcome:
+    """For a photo skipped because its output exists: make the ``--compare`` strip it lacks, from the input
+    and that output (no model work), and say so in ``skipped``.
+
+    A strip that could not be written after its photo was (a full disk) was otherwise never made: every
+    re-run skips the photo. The kernel inset is the one thing such a strip lacks.
+    """
+    from deblurcli import photo as photo_io
+
+    path = compare_path(job.dst)
+    if not settings.compare or skipped.status != "skipped" or os.path.lexists(path):
+        return skipped
+    try:
+        photo = read_stage(job, settings)
+        after = photo_io.read_photo(job.dst, allow_huge=settings.allow_huge).rgb
+        if after.shape != photo.rgb.shape:
+            raise PhotoError(f"the output is {after.shape[1]}x{after.shape[0]}, the input {photo.rgb.shape[1]}x{photo.rgb.shape[0]}")
+        write_compare(path, photo.rgb, after, None, photo, overwrite=False)
+    except Exception as exc:  # noqa: BLE001 - the photo is done; a missing extra is a warning
+        skipped.warnings.append(f"compare strip {path.name} not made: {describe_failure(exc)}")
+        return skipped
+    skipped.compare, skipped.reason = path, f"{skipped.reason}; its missing compare strip was made from it"
+    return skipped
 
 
 def _extra(path: Path, what: str, warnings: list[str], write: Callable[[Path], None]) -> Path | None:

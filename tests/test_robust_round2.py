@@ -264,3 +264,34 @@ def test_resume_from_a_checkpoint_with_code_objects_is_one_line(tmp_path: Path) 
     with pytest.raises(WeightsError, match="not a readable training checkpoint") as info:
         load_checkpoint(path)
     assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------- 19: disk full on a strip
+
+
+def test_disk_full_on_the_compare_strip_keeps_the_photo_and_a_rerun_makes_the_strip(
+    tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deblurcli import runner
+    from deblurcli.errors import DiskFullError
+
+    src = photo(tmp_path / "a.png")
+    out = tmp_path / "out"
+
+    def full(path: Path, *_args: object, **_kwargs: object) -> None:
+        raise DiskFullError(f"cannot write '{path.name}': no space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "write_compare", full)
+        result = deblur(src, "-o", out, "--compare", "--json", model=model_file)
+    assert result.exit_code == 0, result.output
+    assert records(result)["a.png"]["status"] == "done"  # it was written: not reported failed
+    assert "compare strip not written: cannot write 'a_compare.jpg': no space left on device" in result.stderr
+    assert everything(out) == ["a.png"]
+    result = deblur(src, "-o", out, "--compare", "--json", model=model_file)
+    assert result.exit_code == 0, result.output
+    record = records(result)["a.png"]
+    assert record["status"] == "skipped" and record["compare"] == str(out / "a_compare.jpg")
+    assert "compare strip was made" in str(record["reason"])
+    with Image.open(out / "a_compare.jpg") as strip:
+        assert strip.size == (48, 20)

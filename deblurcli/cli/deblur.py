@@ -365,6 +365,7 @@ def deblur_jobs(jobs: list[Job], session_options: dict[str, Any], settings: Sett
     """Clean up after killed runs (in the whole output trees with ``recursive``), skip existing outputs, then
     run the rest through one Session: (outcomes, photos left unfinished by Ctrl-C, interrupted)."""
     from deblurcli.atomic import remove_stale_temp_files
+    from deblurcli.runner import complete_extras
 
     # Leftovers of a run killed outright (SIGKILL, power loss) anywhere in the output trees (with -r), not
     # only where this run writes: the photo being written then may be gone from the inputs, or in another
@@ -379,9 +380,12 @@ def deblur_jobs(jobs: list[Job], session_options: dict[str, Any], settings: Sett
         if skipped is None:
             todo.append(job)
             continue
+        skipped = complete_extras(job, settings, skipped)
         outcomes.append(skipped)
         if skipped.status == "failed":
             reporter.error(skipped.input, skipped.reason or "failed")
+        for warning in skipped.warnings:
+            reporter.warning(skipped.input, warning)
         reporter.result(skipped)
     existing = sum(o.status == "skipped" for o in outcomes)
     if existing:
