@@ -210,7 +210,7 @@ def test_a_signal_while_imports_load_exits_130_in_one_line(tmp_path: Path, model
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr.decode()
     lines = stderr.decode().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("interrupted before any"), lines
+    assert lines in (["interrupted"], ["interrupted before any photo was processed"]), lines
     assert stdout == b"" and not (tmp_path / "out").exists()
 
 

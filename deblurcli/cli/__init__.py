@@ -43,7 +43,7 @@ class DefaultGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            click.echo("interrupted before any work was done", err=True)
+            click.echo("interrupted", err=True)
             raise click.exceptions.Exit(interrupts.EXIT_INTERRUPTED) from None
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
