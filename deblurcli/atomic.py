@@ -160,8 +160,9 @@ def _remove_stale(entries: list[os.DirEntry[str]]) -> list[Path]:
     return removed
 
 
-def make_folders(folder: Path) -> Path:
-    """Create ``folder`` and its missing parents (``PhotoError`` with the reason otherwise); returns it.
+def make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents (``PhotoError`` with the reason otherwise); returns the
+    folders this call created, deepest first.
 
     A loop, not ``Path.mkdir(parents=True)`` or ``os.makedirs``, which recurse once per missing level and
     so failed to mirror a 1,100-level input tree.
@@ -172,26 +173,31 @@ def make_folders(folder: Path) -> Path:
     while not os.path.lexists(here) and here != here.parent:  # a file in the way fails below, as ENOTDIR
         missing.append(here)
         here = here.parent
+    created: list[Path] = []
     try:
         for level in reversed(missing):
             try:
                 os.mkdir(level)
+                created.append(level)
             except FileExistsError:
                 if not level.is_dir():
                     raise
     except OSError as e:
         raise PhotoError(f"cannot create folder '{folder}': {e.strerror or e}") from None
-    return folder
+    return created[::-1]
 
 
 class Claim:
     """This process's claim on one output (see :func:`claim_output`); :meth:`release` when done with it."""
 
-    def __init__(self, path: Path | None, fd: int) -> None:
+    def __init__(self, path: Path | None, fd: int, created: list[Path] | None = None) -> None:
         self.path, self.fd = path, fd
+        #: folders made for this claim, deepest first: removed again if they stay empty (the photo failed)
+        self.created = created or []
 
     def release(self) -> None:
-        """Remove the claim file and drop its lock (in that order, so no other run sees it free and ours)."""
+        """Remove the claim file and drop its lock (in that order, so no other run sees it free and ours),
+        then the folders made for the claim if nothing was written into them."""
         if self.fd < 0:
             return
         try:
@@ -202,6 +208,11 @@ class Claim:
         finally:
             os.close(self.fd)
             self.fd = -1
+        for folder in self.created:
+            try:
+                os.rmdir(folder)  # fails, as it should, once anything is in it (or another run's claim)
+            except OSError:
+                break
 
 
 def claim_output(path: str | os.PathLike[str]) -> Claim | None:
@@ -210,19 +221,26 @@ def claim_output(path: str | os.PathLike[str]) -> Claim | None:
     The claim is a hidden file next to ``path`` (:func:`hidden_name` with :data:`CLAIM_TAG`), created with
     ``O_EXCL`` and flocked for as long as the claim is held: the process holding the flock owns it. A claim
     file whose flock is free was left by a run that was killed (the kernel releases a dead process's locks)
-    and is taken over. Folders are created as for a write. Where flock does not exist (Windows) every claim
+    and is taken over. Folders are created as for a write, and removed on release if they are still empty
+    (a photo that failed leaves no empty mirrored folder). Where flock does not exist (Windows) every claim
     succeeds (runs then only avoid each other's finished outputs). Raises :class:`PhotoError` when the
     folder cannot be created or written.
     """
     path = Path(path)
     if fcntl is None:
         return Claim(None, -1)
-    folder = make_folders(path.parent)
+    folder = path.parent if str(path.parent) else Path(".")
     claim = folder / hidden_name(path.name, CLAIM_TAG)
     flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0)
-    for _attempt in range(3):  # the claim file can be released (removed) between our two opens
+    created: list[Path] = []
+    # A few attempts: the claim file can be released (removed) between our two opens, and an empty folder
+    # another run made for its own claim can be removed between our mkdir and our open.
+    for _attempt in range(3):
+        created += make_folders(folder)
         try:
             fd = os.open(claim, flags | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileNotFoundError:
+            continue
         except FileExistsError:
             try:
                 fd = os.open(claim, flags)
@@ -242,7 +260,7 @@ def claim_output(path: str | os.PathLike[str]) -> Claim | None:
         except OSError:
             ours = False
         if ours:
-            return Claim(claim, fd)
+            return Claim(claim, fd, created)
         os.close(fd)  # we locked a claim file its holder had just removed: start again
     return None
 
@@ -285,7 +303,8 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = True) -> It
     a one-line reason.
     """
     path = Path(path)
-    folder = make_folders(path.parent)
+    folder = path.parent if str(path.parent) else Path(".")
+    make_folders(folder)
     tmp = folder / (hidden_name(path.name, TEMP_TAG, extra=8) + secrets.token_hex(4))
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)

@@ -86,6 +86,7 @@ def test_broken_symlink_at_the_output_is_named_as_such_before_any_work(tmp_path:
 
 def test_a_claim_is_exclusive_while_held_and_free_when_its_holder_is_gone(tmp_path: Path) -> None:
     out = tmp_path / "out" / "a.png"
+    out.parent.mkdir()
     first = claim_output(out)
     assert first is not None and claim_output(out) is None
     [claim_file] = [p for p in out.parent.iterdir()]
@@ -98,6 +99,12 @@ def test_a_claim_is_exclusive_while_held_and_free_when_its_holder_is_gone(tmp_pa
     assert taken is not None
     taken.release()
     assert list(out.parent.iterdir()) == []
+    # Folders made for a claim go with it when nothing was written into them.
+    deeper = tmp_path / "new" / "sub" / "b.png"
+    held = claim_output(deeper)
+    assert held is not None and deeper.parent.is_dir()
+    held.release()
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_photo_another_run_is_working_on_is_skipped_not_redone(tmp_path: Path, model_file: Path) -> None:
@@ -114,6 +121,15 @@ def test_a_photo_another_run_is_working_on_is_skipped_not_redone(tmp_path: Path,
     assert {name: r["status"] for name, r in records(result).items()} == {"0.png": "done", "1.png": "skipped", "2.png": "done"}
     assert records(result)["1.png"]["reason"] == CLAIMED_BY_OTHER_RUN
     assert everything(out) == ["0.png", "2.png"]
+
+
+def test_a_photo_that_fails_leaves_no_folder_made_for_its_claim(tmp_path: Path, model_file: Path) -> None:
+    photo(tmp_path / "in" / "good.png")
+    (tmp_path / "in" / "deep" / "er").mkdir(parents=True)
+    (tmp_path / "in" / "deep" / "er" / "bad.png").write_bytes(b"not a photo")
+    result = deblur(tmp_path / "in", "-r", "-o", tmp_path / "out", model=model_file)
+    assert result.exit_code == 1
+    assert everything(tmp_path / "out") == ["good.png"]
 
 
 def test_in_place_photo_rewritten_by_another_run_is_not_deblurred_twice(tmp_path: Path) -> None:
