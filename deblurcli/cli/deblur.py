@@ -484,9 +484,9 @@ def command(ctx: click.Context, paths: tuple[Path, ...], output: Path | None, re
         except KeyboardInterrupt:
             reporter.interrupted("interrupted before any photo was processed")
             ctx.exit(EXIT_INTERRUPTED)
-    reporter.stdout_note()
-    if interrupted:
-        report_interrupted(outcomes, left, reporter)
-        ctx.exit(EXIT_INTERRUPTED)
-    reporter.note(summary_line(outcomes, problems, time.perf_counter() - started))
+        reporter.stdout_note()
+        if interrupted:  # a further signal while this is said only notes that the clean-up is under way
+            report_interrupted(outcomes, left, reporter)
+            ctx.exit(EXIT_INTERRUPTED)
+        reporter.note(summary_line(outcomes, problems, time.perf_counter() - started))
     ctx.exit(1 if problems or any(o.status == "failed" for o in outcomes) else 0)
