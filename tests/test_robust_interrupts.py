@@ -10,8 +10,9 @@ Already proven in test_cli_deblur.py (not repeated here):
 and in test_photo.py for atomic_output itself (ENOSPC mid-write, Ctrl-C mid-write, fsync failure).
 
 Here: signals that land *inside* a write in a real process (made deterministic by slowing fsync down), the
-exact content of the output folder after finished and interrupted runs (hidden files included, since deblur
-keeps no lock or state file at all), and the leftovers of a process killed outright.
+exact content of the output folder after finished and interrupted runs (hidden files included: the claim
+files a run holds while it works go with it), the leftovers of a process killed outright, and (issue 19)
+further signals during the clean-up, signals while modules load, and a stdout closed early.
 """
 
 from __future__ import annotations
