@@ -2,6 +2,7 @@
 
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,3 +30,17 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny real NAFNet (width 8, one block per level) saved as our own weights are, so CLI tests run the
+    whole load path in milliseconds. Modules needing another network define their own ``model_file``."""
+    from deblurcli import weights
+    from deblurcli.models.nafnet import NAFNet
+
+    torch.manual_seed(0)
+    net = NAFNet(width=8, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1], local_pool=16)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    weights.save_generator(net.eval(), path, {"name": "tiny"})
+    return path

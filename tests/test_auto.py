@@ -21,7 +21,6 @@ from deblurcli import weights
 from deblurcli.blur import apply_kernels
 from deblurcli.cli import group
 from deblurcli.metrics import shift_tolerant_psnr
-from deblurcli.models.nafnet import NAFNet
 from deblurcli.session import Session, max_kernel_size
 
 
@@ -139,14 +138,6 @@ def test_small_photos_go_to_the_network_without_an_estimate() -> None:
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    torch.manual_seed(0)
-    weights.save_generator(NAFNet(width=8, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1], local_pool=16), path, {})
-    return path
-
-
 def _png(path: Path, rgb: np.ndarray) -> Path:
     Image.fromarray(np.rint(rgb * 255).astype(np.uint8)).save(path)
     return path
@@ -217,7 +208,6 @@ def test_the_refiner_is_not_loaded_where_the_kernel_path_cannot_run(model_file: 
 def test_auto_refiner_is_the_catalogues_and_none_when_it_ships_none(
     model_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from deblurcli import weights
 
     monkeypatch.setattr(weights, "default_refiner_name", lambda: None)
     assert Session("kernel", device="cpu").refiner is None

@@ -27,13 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner, Result
 from PIL import Image
 
-from deblurcli import atomic, weights
+from deblurcli import atomic
 from deblurcli.cli import group
-from deblurcli.models.nafnet import NAFNet
 from deblurcli.atomic import (
     TEMP_TAG,
     atomic_output,
@@ -52,15 +50,6 @@ os.fsync = slow_fsync
 from deblurcli.cli import main
 main()
 """
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    net = NAFNet(width=8, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1], local_pool=16)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    weights.save_generator(net.eval(), path, {"name": "tiny"})
-    return path
 
 
 def photos(folder: Path, n: int) -> list[Path]:

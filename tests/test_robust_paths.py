@@ -16,22 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner, Result
 from PIL import Image
 
-from deblurcli import weights
 from deblurcli.cli import group
-from deblurcli.models.nafnet import NAFNet
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    net = NAFNet(width=8, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1], local_pool=16)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    weights.save_generator(net.eval(), path, {"name": "tiny"})
-    return path
 
 
 def photo(path: Path | bytes, seed: int = 0) -> None:
