@@ -91,11 +91,26 @@ def _full(path: Path | str) -> str:
     return text if text.startswith("-") else os.path.abspath(text)
 
 
+def _same_terminal(a: Any, b: Any) -> bool:
+    """Whether two streams are the same terminal (``deblur dir`` typed in a shell: stdout and stderr both the
+    screen), so that result lines must be printed through the console that draws the progress bar."""
+    try:
+        if not (a.isatty() and b.isatty()):
+            return False
+        sa, sb = os.fstat(a.fileno()), os.fstat(b.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return False
+    return (sa.st_rdev, sa.st_ino) == (sb.st_rdev, sb.st_ino)
+
+
 class Reporter:
     """Everything the user sees: results on stdout; progress, warnings, errors and summary on stderr.
 
-    On a terminal, stderr lines go through rich's console so they print above the live progress bars;
-    otherwise they are plain lines, never shortened to a table width, so logs keep full paths.
+    On a terminal, stderr lines go through rich's console so they print above the live progress bar, in
+    colour (errors red, warnings yellow); result lines go through that same console when stdout is the same
+    terminal, since a line written to stdout behind rich's back lands after the bar and freezes a copy of it
+    on the screen. Otherwise every line is plain, never shortened to a table width, so logs keep full paths.
+    One bar (the photos) is left on the screen at the end, followed by a summary table.
     """
 
     def __init__(self, *, quiet: bool, verbose: bool, as_json: bool) -> None:
@@ -103,34 +118,43 @@ class Reporter:
 
         self.quiet, self.verbose, self.as_json = quiet, verbose, as_json
         self.tty = sys.stderr.isatty()
+        #: stdout is the terminal the bar is drawn on: results go through the console too
+        self.shared = self.tty and _same_terminal(sys.stdout, sys.stderr)
         self.console: Console = Console(stderr=True, highlight=False, soft_wrap=True)
         self.progress: Progress | None = None
         self.files_task: TaskID | None = None
         self.tiles_task: TaskID | None = None
+        #: (file, reason) of every file that failed, for the summary table
+        self.failures: list[tuple[str, str]] = []
+        self._megapixels = 0.0
+        self._started = 0.0
         #: result lines dropped since stdout's reader went away (None while it is there)
         self.unlisted: int | None = None
 
-    def _err(self, line: str, *, one_line: bool = True) -> None:
+    def _err(self, line: str, *, one_line: bool = True, style: str | None = None) -> None:
         line = _printable(line, sys.stderr, one_line=one_line)
         if self.tty:
-            self.console.print(line, markup=False)
+            from rich.text import Text
+
+            self.console.print(Text(line, style=style or ""))
         else:
             click.echo(line, err=True)
 
     def error(self, path: Path | str, message: str) -> None:
-        self._err(f"error: {_full(path)}: {message}")
+        self.failures.append((_full(path), message))
+        self._err(f"error: {_full(path)}: {message}", style="red")
 
     def general_error(self, message: str) -> None:
         """An error that concerns no file (a missing optional dependency, an unreachable cluster)."""
-        self._err(f"error: {message}")
+        self._err(f"error: {message}", style="red")
 
     def warning(self, path: Path | str | None, message: str) -> None:
         if not self.quiet:
-            self._err(f"warning: {message}" if path is None else f"warning: {_full(path)}: {message}")
+            self._err(f"warning: {message}" if path is None else f"warning: {_full(path)}: {message}", style="yellow")
 
     def info(self, message: str) -> None:
         if self.verbose and not self.quiet:
-            self._err(message)
+            self._err(message, style="dim")
 
     def traceback(self, text: str) -> None:
         """``-v``'s traceback of an unforeseen failure: the one text printed on several lines."""
@@ -151,9 +175,15 @@ class Reporter:
             self.out(_printable(str(outcome.output), sys.stdout))
 
     def out(self, line: str) -> None:
-        """One line on stdout. When its reader has gone (``deblur ... | head -n 1``: EPIPE), the run keeps
-        going -- its outputs are the point, the listing is a courtesy -- and later lines are dropped;
-        :meth:`stdout_note` says so at the end."""
+        """One line on stdout. On the bar's own terminal it goes through the console, above the bar.
+        When its reader has gone (``deblur ... | head -n 1``: EPIPE), the run keeps going -- its outputs
+        are the point, the listing is a courtesy -- and later lines are dropped; :meth:`stdout_note` says so
+        at the end."""
+        if self.shared and self.progress is not None:
+            from rich.text import Text
+
+            self.console.print(Text(line))
+            return
         if self.unlisted is not None:
             self.unlisted += 1
             return
@@ -174,6 +204,7 @@ class Reporter:
 
     # --- progress (stderr, terminal only) ---------------------------------------------------------
     def start(self, files: int) -> None:
+        """The live bar: the photo the model works on, done/total, elapsed time, ETA and MP/s so far."""
         if not self.tty or self.quiet:
             return
         from rich.progress import (
@@ -182,23 +213,35 @@ class Reporter:
             Progress,
             TextColumn,
             TimeElapsedColumn,
+            TimeRemainingColumn,
         )
+        from rich.table import Column
 
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=self.console, transient=True,
+            # markup off: a file name holding "[red]" is a name, not a style
+            TextColumn("{task.fields[photo]}", markup=False, table_column=Column(min_width=12, max_width=32, no_wrap=True, overflow="ellipsis")),
+            BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            TextColumn("{task.fields[rate]}", markup=False),
+            console=self.console, transient=False, refresh_per_second=4,
+            # print() to stdout goes above the bar only where stdout is the bar's terminal, never into a pipe
+            redirect_stdout=self.shared,
         )
+        self._megapixels, self._started = 0.0, time.perf_counter()
         self.progress.start()
-        self.files_task = self.progress.add_task("photos", total=files)
-        self.tiles_task = self.progress.add_task("tiles", total=1, visible=False)
+        self.files_task = self.progress.add_task("photos", total=files, photo="photos", rate="")
+        self.tiles_task = self.progress.add_task("tiles", total=1, visible=False, photo="  tiles", rate="")
 
     def file_started(self, name: str) -> None:
         if self.progress is not None and self.files_task is not None:
-            self.progress.update(self.files_task, description=f"photos ({name})")
+            # drawn at once, not at the next tick: a quick photo would otherwise never be named
+            self.progress.update(self.files_task, photo=_printable(name, sys.stderr), refresh=True)
 
-    def file_finished(self) -> None:
+    def file_finished(self, outcome: Outcome) -> None:
         if self.progress is not None and self.files_task is not None and self.tiles_task is not None:
-            self.progress.advance(self.files_task)
+            self._megapixels += outcome.megapixels if outcome.status == "done" else 0.0
+            seconds = time.perf_counter() - self._started
+            rate = f"{self._megapixels / seconds:.2f} MP/s" if self._megapixels and seconds > 0 else ""
+            self.progress.update(self.files_task, advance=1, rate=rate)
             self.progress.update(self.tiles_task, visible=False)
 
     def tiles(self, done: int, total: int) -> None:
@@ -206,9 +249,52 @@ class Reporter:
             self.progress.update(self.tiles_task, completed=done, total=total, visible=True)
 
     def stop(self) -> None:
+        """Leave the photos bar on the screen (the tiles bar goes), so the run's last state stays visible."""
         if self.progress is not None:
+            assert self.files_task is not None and self.tiles_task is not None
+            self.progress.update(self.tiles_task, visible=False)
+            self.progress.update(self.files_task, photo="photos")
             self.progress.stop()
             self.progress = None
+
+    def summary(self, outcomes: list[Outcome], problems: int, seconds: float) -> None:
+        """The end of a run: on a terminal a table (done / skipped / failed, time, MP/s, the failed files and
+        their reasons), elsewhere the one line that logs and scripts grep."""
+        if self.quiet:
+            return
+        if not self.tty:
+            self.note(summary_line(outcomes, problems, seconds))
+            return
+        from rich import box
+        from rich.table import Table
+        from rich.text import Text
+
+        from deblurcli.runner import CLAIMED_BY_OTHER_RUN
+
+        done = [o for o in outcomes if o.status == "done"]
+        skipped = [o for o in outcomes if o.status == "skipped"]
+        failed = sum(o.status == "failed" for o in outcomes) + problems
+        megapixels = sum(o.megapixels for o in done)
+        table = Table(box=box.SIMPLE, show_header=False, pad_edge=False)
+        table.add_column(style="bold")
+        table.add_column(justify="right")
+        table.add_column()
+        table.add_row("done", str(len(done)), "", style="green" if done else None)
+        # a photo another live run is working on is the one skip that --overwrite does not concern
+        hint = "outputs exist (--overwrite redoes them)" if any(o.reason != CLAIMED_BY_OTHER_RUN for o in skipped) else ""
+        table.add_row("skipped", str(len(skipped)), hint)
+        table.add_row("failed", str(failed), "", style="red" if failed else None)
+        table.add_row("time", f"{seconds:.1f} s", "")
+        if done and seconds > 0:
+            table.add_row("speed", f"{megapixels / seconds:.2f}", "MP/s")
+        self.console.print(table)
+        if self.failures:
+            # Lines, not a table: a table would fold the full paths that a user copies to find the file.
+            self.console.print(Text("failed files:", style="bold red"))
+            for path, reason in self.failures[:MAX_LISTED]:
+                self.console.print(Text(f"  {_printable(path, sys.stderr)}: {_printable(reason, sys.stderr)}"))
+            if len(self.failures) > MAX_LISTED:
+                self.console.print(Text(f"  ... and {len(self.failures) - MAX_LISTED} more"))
 
 
 class _LogToReporter(logging.Handler):
@@ -253,7 +339,7 @@ def run_jobs(jobs: list[Job], session: Session, settings: Settings, reporter: Re
             reporter.info(f"{outcome.input}: {describe_method(outcome)}")
         outcomes.append(outcome)
         reporter.result(outcome)
-        reporter.file_finished()
+        reporter.file_finished(outcome)
 
     reporter.start(len(jobs))
     try:
@@ -387,9 +473,11 @@ def deblur_jobs(jobs: list[Job], session_options: dict[str, Any], settings: Sett
         for warning in skipped.warnings:
             reporter.warning(skipped.input, warning)
         reporter.result(skipped)
-    existing = sum(o.status == "skipped" for o in outcomes)
-    if existing:
-        reporter.info(f"{existing} outputs exist and are skipped (--overwrite replaces them)")
+    existing = [o for o in outcomes if o.status == "skipped"]
+    if len(existing) == 1:  # said without -v: a re-run that does nothing must say why, and how to redo it
+        reporter.note(f"skipped {_full(existing[0].output or existing[0].input)}: it exists (--overwrite redoes it)")
+    elif existing:
+        reporter.note(f"skipped {len(existing)} photos whose outputs exist (--overwrite redoes them)")
     if not todo:
         return outcomes, 0, False
     session = open_session(session_options, reporter)
@@ -488,5 +576,5 @@ def command(ctx: click.Context, paths: tuple[Path, ...], output: Path | None, re
         if interrupted:  # a further signal while this is said only notes that the clean-up is under way
             report_interrupted(outcomes, left, reporter)
             ctx.exit(EXIT_INTERRUPTED)
-        reporter.note(summary_line(outcomes, problems, time.perf_counter() - started))
+        reporter.summary(outcomes, problems, time.perf_counter() - started)
     ctx.exit(1 if problems or any(o.status == "failed" for o in outcomes) else 0)
