@@ -54,6 +54,8 @@ __all__ = [
     "complete_extras",
     "describe_failure",
     "failure_outcome",
+    "label_band_height",
+    "method_label",
     "model_stage",
     "process",
     "read_stage",
@@ -177,18 +179,56 @@ def kernel_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}_kernel.png")
 
 
-def write_compare(path: Path, before: np.ndarray, after: np.ndarray, kernel: np.ndarray | None, photo: Photo, *, overwrite: bool = True) -> None:
-    """Input | output side by side at full resolution (JPEG, the photo's RGB ICC profile kept), with the
-    ``kernel`` that was deconvolved with (if any) drawn in the output's top-left corner. An existing file
-    is replaced only with ``overwrite`` (``OutputExistsError`` otherwise)."""
+def write_compare(path: Path, before: np.ndarray, after: np.ndarray, kernel: np.ndarray | None, photo: Photo, *, overwrite: bool = True, method: str = "") -> None:
+    """Input | output side by side at full resolution (JPEG, the photo's RGB ICC profile kept) under a band
+    that labels the halves ("input", "output: ``method``"), with the ``kernel`` that was deconvolved with (if
+    any) drawn in the output's top-left corner. The strip carries :data:`deblurcli.batch.COMPARE_MARKER`, so
+    no later run takes it for a photo. An existing file is replaced only with ``overwrite``
+    (``OutputExistsError`` otherwise)."""
     from deblurcli.atomic import atomic_write_bytes
+    from deblurcli.batch import COMPARE_MARKER
     from deblurcli.photo import encode_preview_jpeg
 
     side = np.concatenate([before, after], axis=1)
     strip = (np.clip(side, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if kernel is not None:
         _inset_kernel(strip, kernel, x0=before.shape[1])
-    atomic_write_bytes(path, encode_preview_jpeg(strip, photo), overwrite=overwrite)
+    labels = ("input", f"output: {method}" if method else "output")
+    strip = np.concatenate([_label_band(strip.shape[0], before.shape[1], after.shape[1], labels), strip], axis=0)
+    atomic_write_bytes(path, encode_preview_jpeg(strip, photo, comment=COMPARE_MARKER), overwrite=overwrite)
+
+
+def method_label(result: Result) -> str:
+    """How a photo was deblurred, in the words of a compare strip's label: ``network``, ``kernel 21 px``,
+    ``unchanged``."""
+    if result.method == "kernel" and result.kernel_size is not None:
+        return f"kernel {result.kernel_size} px"
+    return result.method
+
+
+def label_band_height(height: int) -> int:
+    """Height of a compare strip's label band above a photo ``height`` pixels tall: about 1/25 of it (at
+    least 16 px), so the labels are legible in a thumbnail and small beside the photo."""
+    return max(16, round(height / 25))
+
+
+def _label_band(height: int, left: int, right: int, labels: tuple[str, str]) -> np.ndarray:
+    """A black band, as wide as the strip, with each half's label in white over its half."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    band = label_band_height(height)
+    picture = Image.new("RGB", (left + right, band))
+    draw = ImageDraw.Draw(picture)
+    try:
+        font = ImageFont.load_default(size=round(band * 0.7))
+    except TypeError:  # Pillow 10.0: only the small bitmap font, which takes no size and no anchor
+        font = ImageFont.load_default()
+    for x0, text in zip((0, left), labels):
+        if isinstance(font, ImageFont.FreeTypeFont):
+            draw.text((x0 + band // 3, band // 2), text, fill=(255, 255, 255), font=font, anchor="lm")
+        else:
+            draw.text((x0 + band // 3, 2), text, fill=(255, 255, 255), font=font)
+    return np.asarray(picture)
 
 
 def _inset_kernel(strip: np.ndarray, kernel: np.ndarray, *, x0: int) -> None:
@@ -271,7 +311,7 @@ def write_stage(job: Job, photo: Photo, result: Result, settings: Settings) -> t
     if settings.compare:
         deconvolved = result.kernel if result.method == "kernel" else None
         compare = _extra(compare_path(job.dst), "compare strip", warnings, lambda path: write_compare(
-            path, photo.rgb, result.rgb, deconvolved, photo, overwrite=settings.overwrite
+            path, photo.rgb, result.rgb, deconvolved, photo, overwrite=settings.overwrite, method=method_label(result)
         ))
     if settings.save_kernel and result.kernel is not None:
         import torch
@@ -304,7 +344,7 @@ def complete_extras(job: Job, settings: Settings, skipped: Outcome) -> Outcome:
         after = photo_io.read_photo(job.dst, allow_huge=settings.allow_huge).rgb
         if after.shape != photo.rgb.shape:
             raise PhotoError(f"the output is {after.shape[1]}x{after.shape[0]}, the input {photo.rgb.shape[1]}x{photo.rgb.shape[0]}")
-        write_compare(path, photo.rgb, after, None, photo, overwrite=False)
+        write_compare(path, photo.rgb, after, None, photo, overwrite=False, method="the existing output")
     except Exception as exc:  # noqa: BLE001 - the photo is done; a missing extra is a warning
         skipped.warnings.append(f"compare strip {path.name} not made: {describe_failure(exc)}")
         return skipped

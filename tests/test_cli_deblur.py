@@ -28,6 +28,7 @@ from deblurcli.devices import resolve_precision
 from deblurcli.engine import deblur_array, prepare_model
 from deblurcli.models.nafnet import NAFNet
 from deblurcli.atomic import TEMP_TAG
+from deblurcli.runner import label_band_height
 from deblurcli.tiling import TilePlan
 
 H, W = 48, 64
@@ -116,7 +117,7 @@ def test_folder_tree_with_a_bad_file(tmp_path: Path, model_file: Path) -> None:
     assert bad == [f"error: {tmp_path / 'in' / 'broken.jpg'}: " + bad[0].split(": ", 2)[2]]  # absolute path, one line
     assert "Traceback" not in result.output and "failed 1" in result.stderr
     compare = pixels(tmp_path / "out" / "a_compare.jpg")
-    assert compare.shape == (H, 2 * W, 3)
+    assert compare.shape == (H + label_band_height(H), 2 * W, 3)  # the labels' band above input | output
 
 
 def test_existing_outputs_are_skipped_unless_overwrite(tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:

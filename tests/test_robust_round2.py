@@ -299,4 +299,4 @@ def test_disk_full_on_the_compare_strip_keeps_the_photo_and_a_rerun_makes_the_st
     assert record["status"] == "skipped" and record["compare"] == str(out / "a_compare.jpg")
     assert "compare strip was made" in str(record["reason"])
     with Image.open(out / "a_compare.jpg") as strip:
-        assert strip.size == (48, 20)
+        assert strip.size == (48, 20 + runner.label_band_height(20))  # with its labels' band

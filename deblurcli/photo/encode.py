@@ -496,12 +496,13 @@ def _tiff_strips(pixels: np.ndarray, bits: int, e: str) -> tuple[list[bytes], in
     return strips, rows_per_strip
 
 
-def encode_preview_jpeg(pixels: np.ndarray, source: Photo, quality: int = 90) -> bytes:
+def encode_preview_jpeg(pixels: np.ndarray, source: Photo, quality: int = 90, *, comment: bytes = b"") -> bytes:
     """An 8-bit RGB picture made from ``source`` (a compare strip) as JPEG, with the photo's ICC profile when
-    it describes RGB, so the strip shows the colours the photo shows."""
+    it describes RGB, so the strip shows the colours the photo shows, and ``comment`` as its JPEG comment
+    (the mark by which a later run knows the strip for a picture of ours, not a photo)."""
     icc = source.icc_profile if source.icc_profile and _icc_colour_space(source.icc_profile) == b"RGB " else None
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality, icc_profile=icc)
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality, icc_profile=icc, comment=comment)
     return buffer.getvalue()
 
 
