@@ -1,10 +1,12 @@
 """Which files to process and where each output goes.
 
-Two steps, both pure (nothing is read or written except directory listings):
+Two steps, both pure (nothing is written; nothing is read but directory listings and the header of a file
+named like a ``--compare`` strip):
 
 * :func:`find_inputs` turns the paths on the command line into a deterministic list of photos, skipping
   hidden/system files and our own temporary files, surviving symlink loops, ignoring anything under an
-  excluded folder (an output folder inside an input folder), and reporting paths that do not exist as
+  excluded folder (an output folder inside an input folder) and our own ``--compare`` strips (recognised by
+  the marker written into them, never by their name alone), and reporting paths that do not exist as
   problems instead of crashing.
 * :func:`plan_jobs` maps every input to its output path and checks the whole plan *before* anything is
   written: two inputs landing on the same output, or an output landing on an input, is an error that names
@@ -13,7 +15,11 @@ Two steps, both pure (nothing is read or written except directory listings):
 Output naming: an explicit output file (``-o sharp.jpg``, one input file) is used as given; with
 ``-o DIR`` each output keeps its input's name (sub-folders mirrored); with no ``-o``, ``photo.jpg``
 becomes ``photo_deblurred.jpg`` beside it and a folder ``dir/`` becomes a sibling ``dir_deblurred/``.
-HEIC/HEIF inputs (which we read but cannot write) get a ``.jpg`` output name.
+HEIC/HEIF inputs (which we read but cannot write) get a ``.jpg`` output name. ``--suffix`` replaces
+``_deblurred`` (and adds itself to the names kept under ``-o DIR``); ``--format`` gives every output one
+extension. An ``-o`` whose suffix names an image format we cannot write is refused before anything is
+made (it used to become a folder called ``y.gif``), as is, with ``-r``, an output folder inside (or equal to)
+an input folder, whose outputs the next run would take for inputs.
 
 Sharding (``--shard I/N``, for SLURM/Kubernetes job arrays): :func:`shard` keeps the items whose relative
 path hashes to shard I. A hash rather than "every N-th file" so that a file keeps its shard when others
@@ -37,13 +43,18 @@ from deblurcli.errors import DeblurError
 from deblurcli.photo import SUPPORTED_SUFFIXES, WRITABLE_SUFFIXES
 
 __all__ = [
+    "COMPARE_MARKER",
+    "FORMAT_SUFFIXES",
     "InputFile",
     "Job",
     "OutputCollisionError",
     "PlanError",
+    "check_output",
     "find_inputs",
+    "is_compare_strip",
     "output_is_file",
     "parse_shard",
+    "photos_below",
     "plan_jobs",
     "shard",
 ]
@@ -54,6 +65,18 @@ SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desk
 SYSTEM_DIRS = frozenset({"@eadir", "$recycle.bin", "system volume information", "__macosx", "#recycle"})
 #: Input suffixes we can read but not write: their outputs are named with this suffix instead.
 _REWRITE_SUFFIX = {".heic": ".jpg", ".heif": ".jpg"}
+#: ``--format`` choices and the extension each gives its outputs.
+FORMAT_SUFFIXES = {"jpg": ".jpg", "png": ".png", "webp": ".webp", "tif": ".tif"}
+#: Written into every ``--compare`` strip (a JPEG comment), so that a later run over the folder holding it
+#: knows it for ours and leaves it alone, without refusing a photo of the user's that happens to be called
+#: ``holiday_compare.jpg``.
+COMPARE_MARKER = b"deblurcli compare strip"
+#: Suffixes of image formats we cannot write, beyond those Pillow knows (camera RAW, JPEG XL, SVG): an ``-o``
+#: ending in one is a mistake to report, not a folder to create.
+_OTHER_IMAGE_SUFFIXES = frozenset({
+    ".jxl", ".svg", ".heic", ".heif", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng",
+    ".raf", ".orf", ".rw2", ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".erf", ".mef", ".mos", ".kdc", ".rwl",
+})
 
 
 class PlanError(DeblurError):
@@ -107,8 +130,9 @@ def find_inputs(
     ``recursive``; hidden and system files and folders are skipped; symlinked folders are followed once
     (a loop is walked at most once); anything under an ``exclude`` folder is skipped. A file named
     explicitly is taken if its suffix is supported. Missing paths, unsupported named files and unreadable
-    folders become ``problems`` (path, reason). Order: the command line's order, each folder sorted; a
-    file reached twice is listed once.
+    folders become ``problems`` (path, reason). ``--compare`` strips (:func:`is_compare_strip`) are never
+    inputs, not even when named. Order: the command line's order, each folder sorted; a file reached twice
+    is listed once.
     """
     excluded = [os.path.realpath(p) for p in exclude]
     inputs: list[InputFile] = []
@@ -117,7 +141,7 @@ def find_inputs(
 
     def add(item: InputFile) -> None:
         real = os.path.realpath(item.path)
-        if real not in seen and not _under(real, excluded):
+        if real not in seen and not _under(real, excluded) and not is_compare_strip(item.path):
             seen.add(real)
             inputs.append(item)
 
@@ -190,9 +214,100 @@ def _scan(root: Path, *, recursive: bool, excluded: list[str]) -> tuple[list[Inp
     return found, problems
 
 
-def _output_name(name: str, suffix: str = "") -> str:
+def is_compare_strip(path: Path) -> bool:
+    """Whether ``path`` is a ``--compare`` strip written by deblurcli: named ``*_compare.jpg`` and carrying
+    :data:`COMPARE_MARKER` as its JPEG comment. Only files with that name are opened (their header only)."""
+    if not path.name.lower().endswith("_compare.jpg"):
+        return False
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:  # reads the markers before the image data, not the pixels
+            return bool(im.info.get("comment", b"").startswith(COMPARE_MARKER))
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return False
+
+
+def photos_below(folder: Path, *, exclude: Sequence[Path] = (), budget: int = 256) -> bool:
+    """Whether a sub-folder of ``folder`` (at any depth) holds a photo that a scan without ``-r`` leaves out.
+
+    For the hint that ``-r`` goes into them. The walk stops at the first photo, and after ``budget`` folder
+    listings (a huge tree costs no more than a glance); hidden, system and ``exclude`` folders are not
+    entered, as the recursive scan would not enter them either.
+    """
+    excluded = {os.path.realpath(p) for p in exclude}
+    stack = [entry.path for entry in _subfolders(str(folder))]
+    while stack and budget > 0:
+        budget -= 1
+        current = stack.pop()
+        if os.path.realpath(current) in excluded:
+            continue
+        try:
+            with os.scandir(current) as listing:
+                entries = list(listing)
+        except OSError:
+            continue
+        if any(_is_photo_name(e.name) and not _entry_is_dir(e) for e in entries):
+            return True
+        stack += [e.path for e in entries if _entry_is_dir(e) and _enterable(e.name)]
+    return False
+
+
+def _entry_is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _enterable(name: str) -> bool:
+    """A folder the recursive scan goes into (not hidden, not a system folder)."""
+    return not name.startswith(".") and name.lower() not in SYSTEM_DIRS
+
+
+def _subfolders(folder: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as listing:
+            return [e for e in listing if _entry_is_dir(e) and _enterable(e.name)]
+    except OSError:
+        return []
+
+
+def check_output(output: Path | None, folders: Sequence[Path], *, recursive: bool) -> None:
+    """Refuse an ``-o`` that cannot work before anything is read or made (:class:`PlanError`, a usage error).
+
+    * a suffix of an image format we cannot write (``-o y.gif``, ``-o y.heic``) -- it is no folder name
+      either, so it would have become a folder called ``y.gif``. An existing folder of that name is fine.
+    * with ``recursive``, a folder equal to or inside one of the input ``folders``: the next ``-r`` run
+      would find this run's outputs among its inputs (and this one writes into the tree it walks).
+    """
+    if output is None or str(output) == "-":
+        return
+    suffix = output.suffix.lower()
+    if suffix and suffix not in WRITABLE_SUFFIXES and not output.is_dir() and suffix in _image_suffixes():
+        formats = ", ".join(s for s in WRITABLE_SUFFIXES if s not in (".jpe",))
+        raise PlanError(f"-o '{output}': cannot write '{suffix}' files; give a file ending in one of {formats}, or a folder")
+    if recursive:
+        out = os.path.realpath(output)
+        for folder in folders:
+            if os.path.isdir(folder) and _under(out, [os.path.realpath(folder)]):
+                where = "is the input folder" if out == os.path.realpath(folder) else "is inside the input folder"
+                raise PlanError(
+                    f"-o '{output}' {where} '{folder}': with -r this run would walk into its own outputs "
+                    "and the next run would take them for inputs; write them outside it"
+                )
+
+
+def _image_suffixes() -> frozenset[str]:
+    """Every suffix of an image format we know of: Pillow's (GIF, BMP, ICO, PSD, ...) and :data:`_OTHER_IMAGE_SUFFIXES`."""
+    from PIL import Image
+
+    return frozenset(Image.registered_extensions()) | _OTHER_IMAGE_SUFFIXES | frozenset(SUPPORTED_SUFFIXES)
+
+
+def _output_name(name: str, suffix: str = "", extension: str | None = None) -> str:
     stem, ext = os.path.splitext(name)
-    return stem + suffix + _REWRITE_SUFFIX.get(ext.lower(), ext)
+    return stem + suffix + (extension or _REWRITE_SUFFIX.get(ext.lower(), ext))
 
 
 def _key(path: Path) -> str:
@@ -211,7 +326,8 @@ def plan_jobs(
     output: Path | None,
     *,
     in_place: bool = False,
-    suffix: str = "_deblurred",
+    suffix: str | None = None,
+    extension: str | None = None,
     extras: Sequence[tuple[str, Callable[[Path], Path]]] = (),
 ) -> list[Job]:
     """Map inputs to outputs following the naming rules, and validate the whole plan before any write.
@@ -219,8 +335,12 @@ def plan_jobs(
     Raises :class:`PlanError` for an ``-o`` that names a file while several photos (or a folder) are
     given, for a derived output folder that cannot be named (``/``), and for an output that would replace
     an input without ``in_place``; :class:`OutputCollisionError` when two inputs map to the same output.
-    A file named ``x_deblurred.jpg`` next to ``x.jpg`` in the same run is taken to be an earlier run's
-    output, and is not planned again (without ``-o``).
+    A file named ``x_deblurred.jpg`` next to ``x.jpg`` (or ``x.png``: ``--format`` may have changed the
+    extension) in the same run is taken to be an earlier run's output, and is not planned again (without
+    ``-o``).
+
+    ``suffix`` is added to output names beside the inputs (default ``_deblurred``) and, when given, to the
+    names kept under ``-o DIR``; ``extension`` (``--format``) replaces every output's extension.
 
     ``extras`` are the files written beside each output, as (option, path of the extra for an output):
     ``--compare``'s strip, ``--save-kernel``'s picture. They are checked like outputs, so that
@@ -231,11 +351,14 @@ def plan_jobs(
         raise PlanError("--in-place writes over the inputs, so it cannot be combined with -o")
     output = Path(output) if output is not None else None
     as_file = output is not None and output_is_file(output)
-    if as_file and (len(inputs) != 1 or inputs[0].root is not None):
+    beside = "_deblurred" if suffix is None else suffix
+    # No inputs: the reason (a missing or unsupported file) is said already; "-o names a file but 0 photos
+    # were found" would be a second, misleading error about the same mistake.
+    if as_file and (len(inputs) > 1 or (inputs and inputs[0].root is not None)):
         what = f"{len(inputs)} photos were found" if len(inputs) != 1 else "the input is a folder"
         raise PlanError(f"-o '{output}' names a file but {what}; give a folder instead")
 
-    names = {_key(i.path) for i in inputs}
+    stems = {_key(i.path.with_suffix("")) for i in inputs}
     jobs: list[Job] = []
     for item in inputs:
         if in_place:
@@ -244,17 +367,17 @@ def plan_jobs(
             assert output is not None
             dst = output
         elif output is not None:
-            dst = output / item.rel.with_name(_output_name(item.rel.name))
+            dst = output / item.rel.with_name(_output_name(item.rel.name, suffix or "", extension))
         elif item.root is None:
             stem = item.path.stem
-            if stem.endswith(suffix) and _key(item.path.with_name(stem[: -len(suffix)] + item.path.suffix)) in names:
+            if len(stem) > len(beside) > 0 and stem.endswith(beside) and _key(item.path.with_name(stem[: -len(beside)])) in stems:
                 continue  # an earlier run's output sitting beside its original
-            dst = item.path.with_name(_output_name(item.path.name, suffix))
+            dst = item.path.with_name(_output_name(item.path.name, beside, extension))
         else:
             root = item.root if item.root.name else item.root.resolve()
             if not root.name:
                 raise PlanError(f"cannot name an output folder beside '{item.root}'; pass -o DIR")
-            dst = root.parent / (root.name + suffix) / item.rel.with_name(_output_name(item.rel.name))
+            dst = root.parent / (root.name + beside) / item.rel.with_name(_output_name(item.rel.name, "", extension))
         jobs.append(Job(item.path, dst, item.rel))
 
     _check(jobs, in_place=in_place)

@@ -158,3 +158,12 @@ def test_quiet_and_json_leave_the_terminal_machine_clean(tmp_path: Path, model_f
     text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", raw).decode()
     records = [json.loads(line) for line in re.split(r"[\r\n]+", text) if line.startswith("{")]
     assert [Path(r["input"]).name for r in records] == ["p0.png", "p1.png"] and {r["status"] for r in records} == {"done"}
+
+
+@pytest.mark.parametrize(("args", "message"), [(["{in}/p0.png", "-o", "-"], "redirect stdout"), (["-"], "stdin is a terminal")])
+def test_photo_bytes_never_go_to_or_come_from_a_terminal(tmp_path: Path, model_file: Path, args: list[str], message: str) -> None:
+    photos(tmp_path / "in", 1)
+    code, raw = in_terminal(*[a.format(**{"in": tmp_path / "in"}) for a in args], "--weights", model_file)
+    text = "\n".join(screen_of(raw))
+    assert code == 2 and message in text and "Traceback" not in text
+    assert b"\xff\xd8" not in raw  # no JPEG bytes on the screen

@@ -83,6 +83,7 @@ def test_symlink_loops_are_walked_once(tmp_path: Path, model_file: Path) -> None
 def test_output_inside_the_input_reached_by_another_spelling_is_not_reprocessed(
     tmp_path: Path, model_file: Path, spelling: str
 ) -> None:
+    """With -r such an output folder is refused whatever its spelling; without -r it is not walked into."""
     src = tmp_path / "in"
     photo(src / "a.png")
     (src / "out").mkdir()
@@ -91,8 +92,11 @@ def test_output_inside_the_input_reached_by_another_spelling_is_not_reprocessed(
         (tmp_path / "alias").symlink_to(src / "out", target_is_directory=True)
     else:
         output = f"{src}/./out/../out/"
+    result = deblur(src, "-r", "-o", output, "--json", model=model_file)
+    assert result.exit_code == 2 and "is inside the input folder" in result.stderr
+    assert tree(src) == ["a.png", "out"]
     for _ in range(2):
-        result = deblur(src, "-r", "-o", output, "--json", "--overwrite", model=model_file)
+        result = deblur(src, "-o", output, "--json", "--overwrite", model=model_file)
         assert result.exit_code == 0, result.output
         assert [json.loads(line)["input"] for line in result.stdout.splitlines()] == [str(src / "a.png")]
     assert tree(src) == ["a.png", "out", "out/a.png"]

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from deblurcli.batch import Job
+    from deblurcli.cli.streams import Streams
     from deblurcli.runner import Outcome, Settings
     from deblurcli.session import Session
 
@@ -65,6 +66,28 @@ def parse_shard_option(_ctx: click.Context, _param: click.Parameter, value: str 
         return parse_shard(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+#: ``--format``'s choices (the keys of :data:`deblurcli.batch.FORMAT_SUFFIXES`, spelled out here so that
+#: ``deblur --help`` does not import the photo package).
+FORMATS = ("jpg", "png", "webp", "tif")
+_SAME_FORMAT = {".jpeg": ".jpg", ".jpe": ".jpg", ".tiff": ".tif"}
+
+
+def _canonical_suffix(output: Path) -> str | None:
+    """``-o``'s suffix as ``--format`` spells it (``.jpeg`` -> ``.jpg``) when ``-o`` names a photo file; None
+    for ``-o -`` and folders (``-o results.v2`` included)."""
+    if str(output) == "-" or output.is_dir():
+        return None
+    suffix = _SAME_FORMAT.get(output.suffix.lower(), output.suffix.lower())
+    return suffix if suffix in (".jpg", ".png", ".webp", ".tif", ".avif") else None
+
+
+def parse_suffix(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``--suffix TEXT``: part of a file name, so no path separator (and no NUL, which no name can hold)."""
+    if value is not None and ("/" in value or os.sep in value or "\0" in value):
+        raise click.BadParameter("a suffix is added to file names, so it cannot hold '/'")
+    return value
 
 
 #: Control characters (C0, DEL, C1): a file name holding a newline must not start a forged "error:" line.
@@ -130,6 +153,8 @@ class Reporter:
         self._started = 0.0
         #: result lines dropped since stdout's reader went away (None while it is there)
         self.unlisted: int | None = None
+        #: whether outputs are listed on stdout: not when stdout carries the photo itself (``-o -``)
+        self.listing = True
 
     def _err(self, line: str, *, one_line: bool = True, style: str | None = None) -> None:
         line = _printable(line, sys.stderr, one_line=one_line)
@@ -169,6 +194,8 @@ class Reporter:
             self._err(message)
 
     def result(self, outcome: Outcome) -> None:
+        if not self.listing:
+            return
         if self.as_json:
             self.out(outcome.as_json())  # ASCII-only JSON
         elif not self.quiet and outcome.status == "done":
@@ -312,8 +339,9 @@ class _LogToReporter(logging.Handler):
             self.reporter.info(record.getMessage())
 
 
-def run_jobs(jobs: list[Job], session: Session, settings: Settings, reporter: Reporter, current: list[str]) -> tuple[list[Outcome], bool]:
-    """Process every job through the library runner, reporting each result as it comes (in input order).
+def run_jobs(jobs: list[Job], session: Session, settings: Settings, reporter: Reporter, current: list[str], streams: Streams | None = None) -> tuple[list[Outcome], bool]:
+    """Process every job through the library runner, reporting each result as it comes (in input order);
+    a photo for stdout is copied there (``streams``) before it is reported.
 
     Returns the outcomes and whether Ctrl-C cut the run short. A full disk stops the batch: the file that
     found it is reported failed, and one more line says how many were left.
@@ -328,6 +356,8 @@ def run_jobs(jobs: list[Job], session: Session, settings: Settings, reporter: Re
         reporter.file_started(job.src.name)
 
     def finished(_index: int, outcome: Outcome) -> None:
+        if streams is not None:
+            streams.deliver(outcome)
         if outcome.status == "failed":
             reporter.error(outcome.input, outcome.reason or "failed")
             if reporter.verbose and is_unexpected(outcome.exception):
@@ -402,27 +432,40 @@ def open_session(options: dict[str, Any], reporter: Reporter) -> Session:
     return session
 
 
-def plan(paths: tuple[Path, ...], output: Path | None, *, recursive: bool, in_place: bool, shard: tuple[int, int] | None, settings: Settings, reporter: Reporter) -> tuple[list[Job], int]:
-    """Inputs found, outputs named (with the strips and kernel pictures ``settings`` asks for) and this
-    task's shard taken: (jobs, number of inputs that are problems)."""
-    from deblurcli.batch import PlanError, find_inputs, output_is_file, plan_jobs
+def plan(paths: tuple[Path, ...], output: Path | None, *, recursive: bool, in_place: bool, shard: tuple[int, int] | None, settings: Settings, reporter: Reporter, suffix: str | None = None, extension: str | None = None) -> tuple[list[Job], int]:
+    """Inputs found, outputs named (with ``suffix`` and ``extension``, and the strips and kernel pictures
+    ``settings`` asks for) and this task's shard taken: (jobs, number of inputs that are problems).
+
+    Each mistake is said once: an ``-o`` that cannot work is a usage error before any input is looked at,
+    and inputs that are all problems (``deblur x.gif``) get their error lines and no "no photos found".
+    """
+    from deblurcli.batch import PlanError, check_output, find_inputs, is_compare_strip, output_is_file, photos_below, plan_jobs
     from deblurcli.batch import shard as shard_of
     from deblurcli.runner import Outcome, compare_path, kernel_path
 
+    try:
+        check_output(output, paths, recursive=recursive)
+    except PlanError as exc:
+        raise click.UsageError(str(exc)) from None
     exclude = [output] if output is not None and not output_is_file(output) else []
     inputs, problems = find_inputs(paths, recursive=recursive, exclude=exclude)
     for path, reason in problems:
         reporter.error(path, reason)
         reporter.result(Outcome(path, None, "failed", reason))
+    for path in paths:
+        if path.is_file() and is_compare_strip(path):
+            reporter.note(f"skipped {path}: a --compare strip made by deblurcli, not a photo")
+        elif not recursive and path.is_dir() and photos_below(path, exclude=exclude):
+            reporter.note(f"hint: {path} has photos in sub-folders, left out without -r (--recursive)")
     try:
         extras = [("--compare", compare_path)] if settings.compare else []
         extras += [("--save-kernel", kernel_path)] if settings.save_kernel else []
-        jobs = plan_jobs(inputs, output, in_place=in_place, extras=extras)
+        jobs = plan_jobs(inputs, output, in_place=in_place, suffix=suffix, extension=extension, extras=extras)
     except PlanError as exc:
         raise click.UsageError(str(exc)) from None
-    if not jobs:
+    if not jobs and not problems:
         reporter.note(f"no photos found in {', '.join(map(str, paths))}")
-    elif shard is not None:
+    elif shard is not None and jobs:
         index, count = shard
         total = len(jobs)
         jobs = shard_of(jobs, index, count)
@@ -432,8 +475,8 @@ def plan(paths: tuple[Path, ...], output: Path | None, *, recursive: bool, in_pl
     return jobs, len(problems)
 
 
-def dry_run_listing(jobs: list[Job], settings: Settings, reporter: Reporter) -> None:
-    """``--dry-run``: what would be written or skipped, and nothing else."""
+def dry_run_listing(jobs: list[Job], settings: Settings, reporter: Reporter, streams: Streams | None = None) -> None:
+    """``--dry-run``: what would be written or skipped, and nothing else (stdin and stdout named ``-``)."""
     from deblurcli.runner import Outcome, compare_path
 
     for job in jobs:
@@ -444,10 +487,11 @@ def dry_run_listing(jobs: list[Job], settings: Settings, reporter: Reporter) -> 
         if reporter.as_json:
             reporter.result(outcome)
         elif not reporter.quiet:
-            reporter.out(_printable(f"{action}: {job.src} -> {job.dst}", sys.stdout))
+            src, dst = (streams.shown(job.src), streams.shown(job.dst)) if streams is not None else (job.src, job.dst)
+            reporter.out(_printable(f"{action}: {src} -> {dst}", sys.stdout))
 
 
-def deblur_jobs(jobs: list[Job], session_options: dict[str, Any], settings: Settings, reporter: Reporter, *, recursive: bool) -> tuple[list[Outcome], int, bool]:
+def deblur_jobs(jobs: list[Job], session_options: dict[str, Any], settings: Settings, reporter: Reporter, *, recursive: bool, streams: Streams | None = None) -> tuple[list[Outcome], int, bool]:
     """Clean up after killed runs (in the whole output trees with ``recursive``), skip existing outputs, then
     run the rest through one Session: (outcomes, photos left unfinished by Ctrl-C, interrupted)."""
     from deblurcli.atomic import remove_stale_temp_files
@@ -488,7 +532,7 @@ def deblur_jobs(jobs: list[Job], session_options: dict[str, Any], settings: Sett
     library_log.addHandler(handler)
     library_log.setLevel(handler.level)
     try:
-        done, interrupted = run_jobs(todo, session, settings, reporter, current)
+        done, interrupted = run_jobs(todo, session, settings, reporter, current, streams)
     finally:
         library_log.removeHandler(handler)
         library_log.setLevel(level)
@@ -510,7 +554,7 @@ def report_interrupted(outcomes: list[Outcome], left: int, reporter: Reporter) -
 
 @click.command("deblur", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (one photo) or folder (keeps input names; default: NAME_deblurred beside each input).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (one photo), folder (keeps input names; default: NAME_deblurred beside each input), or - for stdout.")
 @click.option("-r", "--recursive", is_flag=True, help="Go into sub-folders; the tree is mirrored under the output folder.")
 @method_options
 @model_option("Catalogue model (see 'deblur models'; default: $DEBLUR_MODEL, else 'deblur models default').")
@@ -520,6 +564,8 @@ def report_interrupted(outcomes: list[Outcome], left: int, reporter: Reporter) -
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model: faster on long GPU runs; compiling takes minutes on a CPU.")
 @output_options
 @click.option("--save-kernel", is_flag=True, help="Also write NAME_kernel.png: the blur kernel that was estimated (or given), scaled up.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="Write every output in this format (default: each input's own; JPEG for -o -).")
+@click.option("--suffix", callback=parse_suffix, help="Added to each output's name (default: _deblurred beside the inputs, nothing under -o DIR).")
 @click.option("--in-place", is_flag=True, help="Replace the input files themselves.")
 @click.option("--dry-run", is_flag=True, help="List what would be written, write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout (with the method chosen, kernel size and confidence).")
@@ -529,7 +575,7 @@ def report_interrupted(outcomes: list[Outcome], left: int, reporter: Reporter) -
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality of the outputs.")
 @click.option("--shard", metavar="I/N", callback=parse_shard_option, help="Process only shard I of N (1-based; e.g. a job array's task): a fixed share of the photos, chosen by a hash of each one's relative path.")
 @click.pass_context
-def command(ctx: click.Context, paths: tuple[Path, ...], output: Path | None, recursive: bool, in_place: bool, dry_run: bool, as_json: bool, quiet: bool, verbose: bool, shard: tuple[int, int] | None, **options: Any) -> None:
+def command(ctx: click.Context, paths: tuple[Path, ...], output: Path | None, recursive: bool, in_place: bool, dry_run: bool, as_json: bool, quiet: bool, verbose: bool, shard: tuple[int, int] | None, fmt: str | None, suffix: str | None, **options: Any) -> None:
     """Remove blur from photos and folders of photos.
 
     \b
@@ -539,20 +585,29 @@ def command(ctx: click.Context, paths: tuple[Path, ...], output: Path | None, re
       deblur a.jpg b.png c.tif -o out/     several files into a folder
       deblur shaky.jpg --save-kernel -v    shows the camera-shake kernel it found
       deblur dir/ -r -o out/ --shard 2/4   the second quarter (one task of a job array)
+      deblur dir/ --format png --suffix _sharp   dir_sharp/NAME.png
+      deblur - < in.jpg > out.jpg          stdin to stdout (-o - --format png for PNG)
 
     --method auto (the default) deconvolves camera shake with the kernel it estimates, uses the network for
     other blur, and leaves sharp photos unchanged. Existing outputs are skipped unless --overwrite, so
     re-running an interrupted command finishes the rest. Exit codes: 0 all done, 1 some files failed,
     2 usage error, 130 interrupted.
     """
+    from deblurcli.batch import FORMAT_SUFFIXES
+    from deblurcli.cli.streams import open_streams
     from deblurcli.runner import Settings
 
     if not paths:
         raise click.UsageError("give at least one photo or folder")
     if in_place and output is not None:
         raise click.UsageError("--in-place writes over the inputs, so it cannot be combined with -o")
+    if in_place and (fmt is not None or suffix is not None):
+        raise click.UsageError("--in-place keeps each input's name and format, so it cannot be combined with --format or --suffix")
     if quiet and verbose:
         raise click.UsageError("-q/--quiet and -v/--verbose contradict each other")
+    extension = FORMAT_SUFFIXES[fmt] if fmt is not None else None
+    if extension is not None and output is not None and _canonical_suffix(output) not in (extension, None):
+        raise click.UsageError(f"--format {fmt} and -o '{output}' disagree: the suffix of -o decides the format of one output file")
     started = time.perf_counter()
     reporter = Reporter(quiet=quiet, verbose=verbose, as_json=as_json)
     settings = Settings(
@@ -560,15 +615,19 @@ def command(ctx: click.Context, paths: tuple[Path, ...], output: Path | None, re
         allow_huge=options.pop("allow_huge"), quality=options.pop("quality"), save_kernel=options.pop("save_kernel"),
     )
     options["model"], options["compile"] = options.pop("model_name"), options.pop("compile_model")
-    with interrupts.handled():
+    with interrupts.handled(), contextlib.ExitStack() as stack:
         try:
-            jobs, problems = plan(paths, output, recursive=recursive, in_place=in_place, shard=shard, settings=settings, reporter=reporter)
+            paths, output, streams = open_streams(
+                paths, output, stack, fmt=fmt, in_place=in_place, as_json=as_json, extras=settings.compare or settings.save_kernel
+            )
+            reporter.listing = streams is None or streams.dst is None
+            jobs, problems = plan(paths, output, recursive=recursive, in_place=in_place, shard=shard, settings=settings, reporter=reporter, suffix=suffix, extension=extension)
             if not jobs or dry_run:
                 if dry_run:
-                    dry_run_listing(jobs, settings, reporter)
+                    dry_run_listing(jobs, settings, reporter, streams)
                     reporter.stdout_note()
                 ctx.exit(1 if problems else 0)
-            outcomes, left, interrupted = deblur_jobs(jobs, options, settings, reporter, recursive=recursive)
+            outcomes, left, interrupted = deblur_jobs(jobs, options, settings, reporter, recursive=recursive, streams=streams)
         except KeyboardInterrupt:
             reporter.interrupted("interrupted before any photo was processed")
             ctx.exit(EXIT_INTERRUPTED)
