@@ -7,9 +7,12 @@ of the neighbouring photos with the work on the current one. The Session (model,
 once per run. What this
 module owns is the run's behaviour as the user sees it:
 
-* stdout carries only results (each written output's path, or one JSON object per file with ``--json``);
-  when its reader goes away (``| head``), the run goes on and says how many lines it could not list;
-  progress bars, warnings, errors and the summary go to stderr, progress only when stderr is a terminal;
+* stdout carries only results (each written output's path, or one JSON object per file with ``--json``;
+  with ``-o -`` the photo itself, see :mod:`deblurcli.cli.streams`); when its reader goes away (``| head``),
+  the run goes on and says how many lines it could not list; the progress bar, warnings, errors and the
+  summary go to stderr, the bar only when stderr is a terminal. There, results are printed above the bar
+  (through the console that draws it), errors are red, one bar stays at the end and a table sums the run
+  up; elsewhere every line is plain and the summary is one line;
 * a bad file is one line ``error: <full path>: <reason>`` and the batch goes on (exit 1 at the end);
   a full disk stops the batch, since every further write would fail too;
 * outputs that exist are skipped unless ``--overwrite``, so re-running an interrupted command finishes
