@@ -10,25 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner, Result
 from PIL import Image
 
-from deblurcli import runner, weights
+from deblurcli import runner
 from deblurcli.batch import COMPARE_MARKER, FORMAT_SUFFIXES
 from deblurcli.cli import deblur as deblur_command
 from deblurcli.cli import group
-from deblurcli.models.nafnet import NAFNet
 
 H, W = 48, 64
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    torch.manual_seed(0)
-    weights.save_generator(NAFNet(width=8, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1], local_pool=16), path, {})
-    return path
 
 
 def photo(path: Path, seed: int = 0) -> Path:

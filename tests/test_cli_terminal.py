@@ -25,22 +25,10 @@ from pathlib import Path
 import numpy as np
 import pyte
 import pytest
-import torch
 from PIL import Image
-
-from deblurcli import weights
-from deblurcli.models.nafnet import NAFNet
 
 COLUMNS, LINES = 120, 60
 BAR = "━"  # rich's bar character
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    torch.manual_seed(0)
-    weights.save_generator(NAFNet(width=8, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1], local_pool=16), path, {})
-    return path
 
 
 def photos(folder: Path, count: int) -> list[Path]:
