@@ -608,6 +608,8 @@ def command(ctx: click.Context, paths: tuple[Path, ...], output: Path | None, re
         raise click.UsageError("--in-place keeps each input's name and format, so it cannot be combined with --format or --suffix")
     if quiet and verbose:
         raise click.UsageError("-q/--quiet and -v/--verbose contradict each other")
+    if suffix is not None and output is not None and (str(output) == "-" or _canonical_suffix(output) is not None):
+        raise click.UsageError("--suffix names the outputs of a batch; -o FILE (or -o -) names the one output itself")
     extension = FORMAT_SUFFIXES[fmt] if fmt is not None else None
     if extension is not None and output is not None and _canonical_suffix(output) not in (extension, None):
         raise click.UsageError(f"--format {fmt} and -o '{output}' disagree: the suffix of -o decides the format of one output file")
