@@ -276,17 +276,23 @@ def _subfolders(folder: str) -> list[os.DirEntry[str]]:
 def check_output(output: Path | None, folders: Sequence[Path], *, recursive: bool) -> None:
     """Refuse an ``-o`` that cannot work before anything is read or made (:class:`PlanError`, a usage error).
 
-    * a suffix of an image format we cannot write (``-o y.gif``, ``-o y.heic``) -- it is no folder name
-      either, so it would have become a folder called ``y.gif``. An existing folder of that name is fine.
+    * a suffix of an image format we cannot write (``-o y.gif``, ``-o y.heic``; ``-o y.avif`` where Pillow
+      has no AVIF writer) -- it is no folder name either, so it would have become a folder called
+      ``y.gif``. An existing folder of that name is fine.
     * with ``recursive``, a folder equal to or inside one of the input ``folders``: the next ``-r`` run
       would find this run's outputs among its inputs (and this one writes into the tree it walks).
     """
     if output is None or str(output) == "-":
         return
     suffix = output.suffix.lower()
-    if suffix and suffix not in WRITABLE_SUFFIXES and not output.is_dir() and suffix in _image_suffixes():
-        formats = ", ".join(s for s in WRITABLE_SUFFIXES if s not in (".jpe",))
-        raise PlanError(f"-o '{output}': cannot write '{suffix}' files; give a file ending in one of {formats}, or a folder")
+    if suffix and not output.is_dir():
+        from PIL import features
+
+        # AVIF is written only where Pillow has it: better said now than once per photo after the model ran
+        no_avif = suffix == ".avif" and not features.check("avif")
+        if no_avif or (suffix not in WRITABLE_SUFFIXES and suffix in _image_suffixes()):
+            formats = ", ".join(s for s in WRITABLE_SUFFIXES if s != ".jpe" and (s != ".avif" or features.check("avif")))
+            raise PlanError(f"-o '{output}': cannot write '{suffix}' files; give a file ending in one of {formats}, or a folder")
     if recursive:
         out = os.path.realpath(output)
         for folder in folders:

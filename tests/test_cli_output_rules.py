@@ -50,6 +50,18 @@ def test_o_with_a_suffix_we_cannot_write_is_a_usage_error_that_makes_nothing(tmp
     assert everything(tmp_path) == before  # no folder called y.gif
 
 
+def test_o_avif_without_an_avif_writer_is_a_usage_error(tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import features
+
+    photo(tmp_path / "a.png")
+    real = features.check
+    monkeypatch.setattr(features, "check", lambda name: False if name == "avif" else real(name))
+    result = deblur(tmp_path / "a.png", "-o", tmp_path / "y.avif", model=model_file)
+    assert result.exit_code == 2 and "cannot write '.avif' files" in result.stderr
+    assert ".avif" not in result.stderr.split("one of", 1)[1]  # not offered as a format that can be written
+    assert not (tmp_path / "y.avif").exists()
+
+
 def test_an_existing_folder_with_an_image_suffix_is_still_a_folder(tmp_path: Path, model_file: Path) -> None:
     photo(tmp_path / "in" / "a.png")
     (tmp_path / "y.gif").mkdir()

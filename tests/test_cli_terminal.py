@@ -27,7 +27,7 @@ import pyte
 import pytest
 from PIL import Image
 
-COLUMNS, LINES = 120, 60
+COLUMNS, LINES = 200, 60  # wide: a long temporary path must not wrap
 BAR = "━"  # rich's bar character
 
 
@@ -46,7 +46,7 @@ def in_terminal(*args: str | Path, timeout: float = 180) -> tuple[int, bytes]:
     COLUMNS x LINES: (exit code, every byte it wrote to the terminal)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", LINES, COLUMNS, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES")}
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "LINES")}
     env["TERM"] = "xterm-256color"
     argv = [sys.executable, "-m", "deblurcli", *map(str, args), "--method", "network", "--threads", "1"]
     proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
