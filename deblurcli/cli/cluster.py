@@ -85,7 +85,7 @@ def command(
     skipped unless --overwrite. Exit codes: 0 all done, 1 some files failed, 2 usage error or Ray missing.
     """
     from deblurcli.batch import PlanError
-    from deblurcli.cli.deblur import Reporter, summary_line
+    from deblurcli.cli.deblur import Reporter
     from deblurcli.cli.errors import setup_error
     from deblurcli.errors import DeblurError
     from deblurcli.ray import ClusterOptions, deblur_paths, import_ray
@@ -120,5 +120,5 @@ def command(
         for warning in outcome.warnings:
             reporter.warning(outcome.input, warning)
         reporter.result(outcome)
-    reporter.note(summary_line(outcomes, 0, time.perf_counter() - started))
+    reporter.summary(outcomes, 0, time.perf_counter() - started)
     ctx.exit(1 if any(o.status == "failed" for o in outcomes) else 0)
