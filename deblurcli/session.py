@@ -169,6 +169,23 @@ class Session:
         self.refiner_label = str(refiner)
         self.refiner_plan = plan_tiles(self.refiner, self.device, tile=tile, overlap=self.overlap, batch_size=batch_size)
 
+    def with_strength(self, strength: float) -> Session:
+        """This session at another ``strength``, sharing its loaded networks and tile plans.
+
+        Strength only blends the finished result with the input, so a front end where the user moves a
+        strength slider (``deblur serve``) need not load the model again for each value; the copy gives the
+        same pixels as a Session built with that strength. Its photos must not run at the same time as this
+        session's (the networks are shared).
+        """
+        import copy
+
+        from deblurcli.engine import check_strength
+
+        check_strength(strength)
+        other = copy.copy(self)
+        other.strength = strength
+        return other
+
     def describe(self) -> str:
         """One line for ``-v``: what every photo of the run goes through."""
         precision = str(self.precision).replace("torch.", "")
