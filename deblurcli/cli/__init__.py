@@ -1,8 +1,8 @@
 """The ``deblur`` command group: a thin Click layer over the library, one file per command.
 
-``deblur PATH...`` runs the default command (``deblur.py``); ``train``, ``eval`` and ``models`` sit beside
-it. Command modules are imported only when needed, and import torch only inside their functions, so
-``deblur --help`` and ``deblur --version`` stay fast.
+``deblur PATH...`` runs the default command (``deblur.py``); ``train``, ``eval``, ``models``, ``cluster``
+and ``serve`` sit beside it. Command modules are imported only when needed, and import torch only inside
+their functions, so ``deblur --help`` and ``deblur --version`` stay fast.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ COMMANDS = {
     "eval": "eval",
     "models": "models",
     "cluster": "cluster",
+    "serve": "serve",
 }
 DEFAULT_COMMAND = "deblur"
 
@@ -102,6 +103,7 @@ def group() -> None:
       deblur eval --pairs testset/         PSNR / SSIM / MS-SSIM / FSIM / VIF / LPIPS
       deblur models                        which models exist, which are cached
       deblur cluster IN OUT                the same on a Ray cluster (extra 'ray')
+      deblur serve --open                  a local page: before/after at 1:1 (extra 'serve')
     """
 
 
