@@ -16,16 +16,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from deblurcli.models.nafnet import NAFNet
 from deblurcli.server.app import ServerConfig, bind, create_app, make_server, url_of
 from deblurcli.server.jobs import SessionCache
+from deblurcli.session import Session
 from deblurcli.weights import save_generator
 
 
@@ -119,3 +121,20 @@ def call(base: str, method: str, path: str, body: bytes | list[bytes] | None = N
 def post_photo(base: str, data: bytes, name: str = "photo.jpg", path: str = "/api/deblur", **fields: str) -> Answer:
     body, kind = multipart(fields, name, data)
     return call(base, "POST", path, body, {"Content-Type": kind})
+
+
+class Slow(nn.Module):
+    """A network stand-in that takes 0.2 s per tile, so a photo runs long enough to hang up on."""
+
+    size_multiple = 1
+    tile_margin = 0
+    config: ClassVar[dict] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.2)
+        return x
+
+
+def slow_sessions() -> SessionCache:
+    """Sessions whose photos run 32 px tiles through :class:`Slow`: a 128 px photo takes about 3 s."""
+    return SessionCache(lambda _method, _model: Session("network", module=Slow(), tile=32, overlap=0, batch_size=1))

@@ -16,19 +16,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import ClassVar
 
 import piexif
 import pytest
-import torch
 from click.testing import CliRunner
-from torch import nn
 
 from deblurcli.cli import group
 from deblurcli.server.app import ServerConfig
-from deblurcli.server.jobs import SessionCache
-from deblurcli.session import Session
-from serving import call, make_tiny_weights, multipart, photo_bytes, post_photo, running, wait_for
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+from serving import call, make_tiny_weights, multipart, photo_bytes, post_photo, running, slow_sessions, wait_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,23 +59,6 @@ def cli_output(tmp_path: Path, data: bytes, name: str, weights: Path, *options: 
     data = out.read_bytes()
     out.unlink()
     return data
-
-
-class Slow(nn.Module):
-    """A network stand-in that takes 0.2 s per tile, so a photo runs long enough to hang up on."""
-
-    size_multiple = 1
-    tile_margin = 0
-    config: ClassVar[dict] = {}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(0.2)
-        return x
-
-
-def slow_sessions() -> SessionCache:
-    """Sessions whose photos run 32 px tiles through :class:`Slow`: a 128 px photo takes about 3 s."""
-    return SessionCache(lambda _method, _model: Session("network", module=Slow(), tile=32, overlap=0, batch_size=1))
 
 
 def exif_jpeg() -> bytes:
@@ -305,6 +288,19 @@ def test_a_download_name_is_sanitised_and_never_a_path(tiny: Path, tmp_path: Pat
 
 
 # ------------------------------------------------------------------------------------------ the command
+
+
+def test_without_the_serve_extra_the_command_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    result = CliRunner().invoke(group, ["serve"])
+    assert result.exit_code == 2
+    assert "uvicorn is not installed; install the 'serve' extra: pip install 'deblurcli[serve]'" in result.output
+
+
+def test_the_dev_extra_brings_the_server_and_the_browser_driver() -> None:
+    extras = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    assert {r.split(">")[0] for r in extras["serve"]} == {"starlette", "uvicorn", "python-multipart"}
+    assert any(r.startswith("deblurcli[") and "serve" in r for r in extras["dev"]) and any(r.startswith("playwright") for r in extras["dev"])
 
 
 def test_a_host_other_machines_reach_needs_allow_remote(tiny: Path) -> None:
