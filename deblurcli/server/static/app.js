@@ -210,7 +210,8 @@ function showDetails(job) {
   }
   const size = job.width ? `${job.width} x ${job.height} px, ` : "";
   const { method, model, strength } = job.options;
-  $("summary").textContent = `${size}method ${method} (${job.method} ran), model ${model}, strength ${strength}. ${job.decision || ""}`;
+  const why = figure.hidden && job.decision ? ` Why: ${job.decision}.` : ""; // the kernel caption says it otherwise
+  $("summary").textContent = `${size}method ${method} (${job.method} ran), model ${model}, strength ${strength}.${why}`;
   const list = $("warnings");
   list.replaceChildren(...job.warnings.map((text) => Object.assign(document.createElement("li"), { textContent: text })));
 }
