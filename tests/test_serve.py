@@ -248,6 +248,41 @@ def test_a_queued_photo_waits_its_turn(tiny: Path, tmp_path: Path) -> None:
         assert done
 
 
+def test_one_model_load_serves_every_strength(tiny: Path) -> None:
+    from deblurcli.server.jobs import Options, SessionCache
+    from deblurcli.session import Session
+
+    built: list[tuple[str, str]] = []
+
+    def build(method: str, model: str) -> Session:
+        built.append((method, model))
+        return Session(method, weights=tiny, tile=0)
+
+    cache = SessionCache(build, size=2)
+    sessions = [cache.get(Options("network", "m", s)) for s in (1.0, 0.5, 0.5, 0.25)]
+    assert built == [("network", "m")] and [s.strength for s in sessions] == [1.0, 0.5, 0.5, 0.25]
+    assert all(s.model is sessions[0].model for s in sessions)  # the networks are shared, not copied
+    cache.get(Options("auto", "m", 1.0))
+    cache.get(Options("kernel", "m", 1.0))  # a third setting drops the least recently used
+    cache.get(Options("network", "m", 1.0))
+    assert built == [("network", "m"), ("auto", "m"), ("kernel", "m"), ("network", "m")]
+
+
+def test_with_strength_gives_the_pixels_of_a_session_built_with_it(tiny: Path) -> None:
+    import numpy as np
+
+    from deblurcli.errors import OptionError
+    from deblurcli.session import Session
+
+    rgb = np.random.default_rng(0).random((40, 48, 3), dtype=np.float32)
+    full = Session("network", weights=tiny, tile=0)
+    shared = full.with_strength(0.4).deblur(rgb).rgb
+    assert np.array_equal(shared, Session("network", weights=tiny, tile=0, strength=0.4).deblur(rgb).rgb)
+    assert full.strength == 1.0 and not np.array_equal(shared, full.deblur(rgb).rgb)
+    with pytest.raises(OptionError):
+        full.with_strength(1.5)
+
+
 # ------------------------------------------------------------------------------------- the page and safety
 
 

@@ -16,11 +16,15 @@ import logging
 import threading
 import webbrowser
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from deblurcli.cli.options import device_options, model_option, require_extra, tiling_options
+
+if TYPE_CHECKING:
+    from deblurcli.server.app import ServerConfig
+    from deblurcli.server.jobs import SessionCache
 
 EXIT_FAILED = 1
 
@@ -63,14 +67,19 @@ def command(host: str, port: int, allow_remote: bool, open_browser: bool, model_
     loopback = is_loopback(host)
     if not loopback and not allow_remote:
         raise click.UsageError(f"--host {host} can be reached from other machines and the server has no login; add --allow-remote if that is what you want")
-    library_log = logging.getLogger("deblurcli")
-    library_log.addHandler(_Lines())
+    library_log, handler = logging.getLogger("deblurcli"), _Lines()
+    level = library_log.level
+    library_log.addHandler(handler)
     library_log.setLevel(logging.INFO if verbose else logging.WARNING)
-    config, sessions = _prepare(model_name, weights, quality, max_upload, loopback, session_options)
-    _serve(config, sessions, host, port, open_browser=open_browser, verbose=verbose)
+    try:
+        config, sessions = _prepare(model_name, weights, quality, max_upload, loopback, session_options)
+        _serve(config, sessions, host, port, open_browser=open_browser, verbose=verbose)
+    finally:  # the command may run inside another program (tests, a notebook): leave its logging as it was
+        library_log.removeHandler(handler)
+        library_log.setLevel(level)
 
 
-def _prepare(model: str | None, weights: Path | None, quality: int, max_upload: int, loopback: bool, session_options: dict[str, Any]) -> tuple[Any, Any]:
+def _prepare(model: str | None, weights: Path | None, quality: int, max_upload: int, loopback: bool, session_options: dict[str, Any]) -> tuple[ServerConfig, SessionCache]:
     """The server's configuration and its Session cache with the default model loaded; a failure is one
     ``error:`` line and exit 1 (2 for an option that cannot work)."""
     from deblurcli.cli.errors import setup_error
@@ -95,7 +104,7 @@ def _prepare(model: str | None, weights: Path | None, quality: int, max_upload: 
     return config, sessions
 
 
-def _serve(config: Any, sessions: Any, host: str, port: int, *, open_browser: bool, verbose: bool) -> None:
+def _serve(config: ServerConfig, sessions: SessionCache, host: str, port: int, *, open_browser: bool, verbose: bool) -> None:
     """Listen and serve until Ctrl-C (uvicorn turns SIGINT/SIGTERM into a graceful stop)."""
     from deblurcli.server.app import bind, create_app, make_server, url_of
 

@@ -45,6 +45,7 @@ from deblurcli.server.jobs import Job, JobQueue, Options, QueueFull, SessionCach
 if TYPE_CHECKING:
     import uvicorn
 
+    from deblurcli.runner import Settings
     from deblurcli.session import Session
 
 #: Default cap on one request (the photo and its form fields), in MB.
@@ -112,7 +113,7 @@ class ServerConfig:
             return Session(method, weights=self.weights, **self.session_options)
         return Session(method, model=model, **self.session_options)
 
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         """The runner's per-file settings: the CLI's defaults, the kernel picture always drawn for the page."""
         from deblurcli.runner import Settings
 
