@@ -262,6 +262,8 @@ def create_app(config: ServerConfig, sessions: SessionCache | None = None) -> St
                 )
             except QueueFull as exc:
                 raise ApiError(503, str(exc)) from None
+            except OSError as exc:
+                raise ApiError(507, f"the server cannot store the upload: {exc.strerror or exc}") from None
         finally:
             await form.close()  # the spooled upload is deleted here; the queue has its own copy
 

@@ -210,16 +210,21 @@ class JobQueue:
     # ------------------------------------------------------------------------------------- requests
 
     def submit(self, name: str, upload: IO[bytes], options: Options, *, previews: bool, watched: bool) -> Job:
-        """Store an upload (read from ``upload``) in a new folder and queue it. Raises :class:`QueueFull`."""
+        """Store an upload (read from ``upload``) in a new folder and queue it. Raises :class:`QueueFull`, or
+        OSError when it cannot be stored (then nothing is left of it)."""
         with self.lock:
             if len(self.order) >= MAX_QUEUED:
                 raise QueueFull(f"{MAX_QUEUED} photos are already waiting; try again when some are done")
         head = upload.read(16)
         folder = Path(tempfile.mkdtemp(prefix="photo-", dir=self.root))
         source = folder / f"photo{upload_suffix(name, head)}"
-        with open(source, "wb") as fh:
-            fh.write(head)
-            shutil.copyfileobj(upload, fh, 1 << 20)
+        try:
+            with open(source, "wb") as fh:
+                fh.write(head)
+                shutil.copyfileobj(upload, fh, 1 << 20)
+        except BaseException:  # a full disk, or the request cancelled: no half-stored upload stays behind
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         job = Job(secrets.token_urlsafe(12), client_base_name(name), options, folder, source, previews, watched)
         with self.lock:
             self.jobs[job.id] = job
@@ -250,11 +255,13 @@ class JobQueue:
                 return False
             if job.id in self.order:
                 self.order.remove(job.id)
+            # Decided under the lock the worker takes when a photo stops, so exactly one of the two removes
+            # the folder: the worker, for a photo still running, or this call.
             running = job.status == "running"
             if job.status == "queued":
                 self._finish(job, "cancelled")
-        job.cancel.set()
-        if not running:  # a running photo's folder is removed by the worker when it stops
+            job.cancel.set()
+        if not running:
             shutil.rmtree(job.folder, ignore_errors=True)
         return True
 
@@ -312,7 +319,8 @@ class JobQueue:
             finally:
                 with self.lock:
                     self.current = None
-                if job.cancel.is_set():
+                    removed = job.cancel.is_set()  # removed while it ran: its folder is the worker's to delete
+                if removed:
                     shutil.rmtree(job.folder, ignore_errors=True)
 
     def _run(self, job: Job) -> None:
