@@ -52,19 +52,25 @@ def browser() -> Iterator[Any]:
 def test_the_page_deblurs_compares_and_downloads_the_clis_bytes(browser: Any, tmp_path: Path) -> None:
     weights = make_tiny_weights(tmp_path / "tiny.safetensors")
     photo = tmp_path / "street.jpg"
-    photo.write_bytes(photo_bytes(160, 120, quality=90))
+    photo.write_bytes(photo_bytes(800, 450, quality=90))  # wider than the viewer, so 1:1 can be panned
     not_a_photo = tmp_path / "notes.txt"
     not_a_photo.write_text("shopping list")
     config = ServerConfig.from_catalogue(weights=weights, temp_root=tmp_path)
     with running(config) as url:
-        page = browser.new_page(viewport={"width": 1200, "height": 800}, accept_downloads=True)
+        page = browser.new_page(viewport={"width": 1000, "height": 640}, accept_downloads=True)
         problems: list[str] = []
         page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
         page.on("requestfailed", lambda request: problems.append(f"{request.url}: {request.failure}"))
         page.goto(url)
         page.wait_for_function("document.querySelectorAll('#model option').length > 0")
         page.select_option("#method", "network")
-        page.set_input_files("#file-input", [str(photo), str(not_a_photo)])
+        page.set_input_files("#file-input", str(photo))
+        # ... and one dropped on the drop zone, as from a file manager
+        page.evaluate(
+            """text => { const files = new DataTransfer(); files.items.add(new File([text], 'notes.txt'));
+                         document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: files, bubbles: true})); }""",
+            not_a_photo.read_text(),
+        )
 
         # The photo is deblurred and shown; the non-image gets its own plain error and stops nothing.
         page.wait_for_selector(".card[data-status=done]", timeout=60_000)
@@ -75,14 +81,22 @@ def test_the_page_deblurs_compares_and_downloads_the_clis_bytes(browser: Any, tm
 
         # Before/after: full-size previews, the split follows the slider, 1:1 and back to fit.
         sizes = page.evaluate("[before.naturalWidth, before.naturalHeight, after.naturalWidth, after.naturalHeight]")
-        assert sizes == [160, 120, 160, 120]
+        assert sizes == [800, 450, 800, 450]
         page.fill("#split", "25")
         width = page.evaluate("document.getElementById('viewer').clientWidth")
         assert abs(page.evaluate("parseFloat(document.getElementById('divider').style.left)") - 0.25 * width) < 1
         assert "inset(0px" in page.evaluate("getComputedStyle(before).clipPath")
         page.click("#zoom-1")
         assert page.get_attribute("#zoom-1", "aria-pressed") == "true"
-        assert page.evaluate("document.getElementById('stage').style.transform").endswith("scale(1)")
+        transform = "document.getElementById('stage').style.transform"
+        assert page.evaluate(transform).endswith("scale(1)")
+        box = page.query_selector("#viewer").bounding_box()
+        start = page.evaluate(transform)
+        page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + 50)  # away from the divider: a pan
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.8 - 40, box["y"] + 30, steps=4)
+        page.mouse.up()
+        assert page.evaluate(transform) != start and page.evaluate(transform).endswith("scale(1)")
         page.click("#zoom-fit")
         assert page.get_attribute("#zoom-fit", "aria-pressed") == "true"
 
