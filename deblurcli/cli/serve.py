@@ -56,10 +56,11 @@ def command(host: str, port: int, allow_remote: bool, open_browser: bool, model_
       deblur serve                 http://127.0.0.1:7860/ (Ctrl-C stops)
       deblur serve --open          ... and open it in the browser
       deblur serve --port 8000 --model nafnet-s-free
+      curl -F photo=@blurry.jpg -o sharp.jpg http://127.0.0.1:7860/api/deblur
 
     Drop photos on the page, choose the method, model and strength, compare before and after at 1:1 and
     download the result: the same file 'deblur PHOTO -o OUT' writes with the same settings, metadata kept.
-    The API under the page: 'curl -F photo=@blurry.jpg -o sharp.jpg http://127.0.0.1:7860/api/deblur'.
+    The curl line is the HTTP API under the page (see the README).
     """
     require_extra("serve", "starlette", "uvicorn", "python_multipart")
     from deblurcli.server.app import is_loopback
