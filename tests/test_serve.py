@@ -353,6 +353,27 @@ def test_a_port_in_use_is_one_error_line(tiny: Path) -> None:
     assert f"error: cannot listen on 127.0.0.1:{port}:" in result.stderr and "Traceback" not in result.output
 
 
+def test_open_shows_the_page_once_it_answers(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import webbrowser
+
+    seen: list[tuple[str, int]] = []
+
+    def fake_open(url: str) -> None:  # the "browser": looks at the page, then Ctrl-C ends the command
+        seen.append((url, call(url, "GET", "/").status))
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(webbrowser, "open", fake_open)
+    safety = threading.Timer(60, os.kill, (os.getpid(), signal.SIGINT))  # never hang the suite
+    safety.start()
+    try:
+        result = CliRunner().invoke(group, ["serve", "--port", "0", "--open", "--weights", str(tiny)])
+    finally:
+        safety.cancel()
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 1 and seen[0][0].startswith("http://127.0.0.1:") and seen[0][1] == 200
+
+
 def test_deblur_serve_runs_until_ctrl_c_and_cleans_up(tiny: Path, tmp_path: Path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
     command = [sys.executable, "-c", "from deblurcli.cli import main; main()", "serve", "--port", "0", "--weights", str(tiny), "--threads", "1"]
