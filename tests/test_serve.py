@@ -196,6 +196,37 @@ def test_a_non_image_fails_in_plain_words_and_the_server_goes_on(tiny: Path, tmp
     assert leftovers(tmp_path) == []
 
 
+def test_a_model_that_breaks_fails_that_photo_only(tiny: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import torch
+    from torch import nn
+
+    from deblurcli.server.jobs import SessionCache
+    from deblurcli.session import Session
+
+    class Broken(nn.Module):
+        size_multiple, tile_margin = 1, 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("a bug\nover two lines")
+
+    calls: list[str] = []
+
+    def build(method: str, model: str) -> Session:
+        calls.append(method)
+        if method == "kernel":
+            raise FileNotFoundError("weights vanished")
+        return Session(method, module=Broken(), tile=0) if method == "network" else Session(method, weights=tiny)
+
+    with running(config_for(tiny, tmp_path), SessionCache(build)) as url:
+        broken = post_photo(url, photo_bytes(), method="network")
+        unloadable = post_photo(url, photo_bytes(), method="kernel")
+        fine = post_photo(url, photo_bytes(), method="auto")
+    assert broken.status == 422 and broken.json()["error"].endswith("a bug over two lines")  # one line, as the CLI says it
+    assert unloadable.status == 422 and "weights vanished" in unloadable.json()["error"]
+    assert fine.status == 200 and calls == ["network", "kernel", "auto"]
+    assert "Traceback" in caplog.text  # a bug is logged with its traceback for the server's operator
+
+
 def test_an_oversized_upload_is_refused_and_the_server_stays_healthy(tiny: Path, tmp_path: Path) -> None:
     big = photo_bytes(320, 240, fmt="PNG")
     assert len(big) > 20_000
