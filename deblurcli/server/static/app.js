@@ -3,7 +3,8 @@
 // Plain JavaScript with no libraries: the page must work offline, served from the package alone.
 "use strict";
 
-const POLL_MS = 400;
+const POLL_MS = 400; // a running photo: its tiles move
+const QUEUED_POLL_MS = 1500; // a waiting one: often enough to keep its lease, rarely enough for 100 of them
 const FINISHED = new Set(["done", "failed", "cancelled"]);
 const $ = (id) => document.getElementById(id);
 
@@ -120,7 +121,7 @@ async function follow(photo) {
     }
     update(photo, job);
     if (FINISHED.has(job.status)) return;
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    await new Promise((resolve) => setTimeout(resolve, job.status === "queued" ? QUEUED_POLL_MS : POLL_MS));
   }
 }
 
