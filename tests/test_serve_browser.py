@@ -137,8 +137,9 @@ def test_the_kernel_the_kernel_method_found_is_shown(browser: Any, tmp_path: Pat
 
 def test_closing_the_page_mid_job_cancels_it_and_the_server_goes_on(browser: Any, tmp_path: Path) -> None:
     photo = tmp_path / "long.png"
-    photo.write_bytes(photo_bytes(128, 128, fmt="PNG"))
-    config = ServerConfig.from_catalogue(weights=make_tiny_weights(tmp_path / "tiny.safetensors"), temp_root=tmp_path, lease=0.5)
+    photo.write_bytes(photo_bytes(256, 256, fmt="PNG"))  # 64 slow tiles: about 13 s, well past the lease
+    # A lease longer than the page's slowest polling (1.5 s while a photo waits), far shorter than the default.
+    config = ServerConfig.from_catalogue(weights=make_tiny_weights(tmp_path / "tiny.safetensors"), temp_root=tmp_path, lease=2.5)
     with running(config, slow_sessions()) as url:
         page = browser.new_page()
         page.goto(url)
@@ -146,7 +147,7 @@ def test_closing_the_page_mid_job_cancels_it_and_the_server_goes_on(browser: Any
         page.set_input_files("#file-input", str(photo))
         page.wait_for_selector(".card[data-status=running]", timeout=10_000)
         page.close()  # the tab is closed while its photo runs
-        wait_for(lambda: call(url, "GET", "/api/health").json() == {"ok": True, "queued": 0, "running": 0, "kept": 0}, 5, "the closed page's photo was not cancelled")
+        wait_for(lambda: call(url, "GET", "/api/health").json() == {"ok": True, "queued": 0, "running": 0, "kept": 0}, 10, "the closed page's photo was not cancelled")
         assert [p for p in tmp_path.glob("deblurcli-serve-*/*")] == []
         again = browser.new_page()
         again.goto(url)
