@@ -269,6 +269,15 @@ def test_a_page_photo_is_cancelled_when_the_page_stops_asking(tiny: Path, tmp_pa
         assert wait_for(lambda: leftovers(tmp_path) == [], 5, "the abandoned photos left files")
 
 
+def test_a_beacon_cancels_a_photo(tiny: Path, tmp_path: Path) -> None:
+    with running(config_for(tiny, tmp_path), slow_sessions()) as url:
+        job_id = post_photo(url, photo_bytes(128, 128, fmt="PNG"), "a.png", path="/api/jobs").json()["id"]
+        wait_for(lambda: call(url, "GET", f"/api/jobs/{job_id}").json()["status"] == "running", 10, "the photo never started")
+        assert call(url, "POST", f"/api/jobs/{job_id}/cancel").status == 204
+        wait_for(lambda: call(url, "GET", "/api/health").json()["kept"] == 0 and not leftovers(tmp_path), 3, "the beacon cancelled nothing")
+        assert call(url, "POST", f"/api/jobs/{job_id}/cancel").status == 204  # twice is harmless (a beacon has no answer)
+
+
 def test_a_queued_photo_waits_its_turn(tiny: Path, tmp_path: Path) -> None:
     with running(config_for(tiny, tmp_path), slow_sessions()) as url:
         ids = [post_photo(url, photo_bytes(64, 64, fmt="PNG", seed=i), f"{i}.png", path="/api/jobs").json()["id"] for i in range(3)]

@@ -135,21 +135,27 @@ def test_the_kernel_the_kernel_method_found_is_shown(browser: Any, tmp_path: Pat
         page.close()
 
 
-def test_closing_the_page_mid_job_cancels_it_and_the_server_goes_on(browser: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["closed", "left"])
+def test_a_page_closed_or_left_mid_job_cancels_it_and_the_server_goes_on(browser: Any, tmp_path: Path, how: str) -> None:
     photo = tmp_path / "long.png"
-    photo.write_bytes(photo_bytes(256, 256, fmt="PNG"))  # 64 slow tiles: about 13 s, well past the lease
-    # A lease longer than the page's slowest polling (1.5 s while a photo waits), far shorter than the default.
-    config = ServerConfig.from_catalogue(weights=make_tiny_weights(tmp_path / "tiny.safetensors"), temp_root=tmp_path, lease=2.5)
+    photo.write_bytes(photo_bytes(256, 256, fmt="PNG"))  # 64 slow tiles: about 13 s
+    # The default lease (minutes): only the page saying it is going can cancel the photo this soon.
+    config = ServerConfig.from_catalogue(weights=make_tiny_weights(tmp_path / "tiny.safetensors"), temp_root=tmp_path)
     with running(config, slow_sessions()) as url:
         page = browser.new_page()
         page.goto(url)
         page.wait_for_function("document.querySelectorAll('#model option').length > 0")
         page.set_input_files("#file-input", str(photo))
         page.wait_for_selector(".card[data-status=running]", timeout=10_000)
-        page.close()  # the tab is closed while its photo runs
-        wait_for(lambda: call(url, "GET", "/api/health").json() == {"ok": True, "queued": 0, "running": 0, "kept": 0}, 10, "the closed page's photo was not cancelled")
+        if how == "closed":
+            page.close(run_before_unload=True)  # the tab is closed as a person closes it, unload events and all
+        else:
+            page.goto("about:blank")  # the page is left for another
+        wait_for(lambda: call(url, "GET", "/api/health").json() == {"ok": True, "queued": 0, "running": 0, "kept": 0}, 5, f"the {how} page's photo was not cancelled")
         assert [p for p in tmp_path.glob("deblurcli-serve-*/*")] == []
         again = browser.new_page()
         again.goto(url)
         assert again.wait_for_selector("#drop").is_visible()
         again.close()
+        if how == "left":
+            page.close()

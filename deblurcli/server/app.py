@@ -8,7 +8,8 @@ API (every error is JSON ``{"error": "<one plain line>"}``):
   read or deblurred). Closing the connection cancels the photo.
 * ``POST /api/jobs`` -- the same fields; answers at once with the photo's id. ``GET /api/jobs/ID`` says where
   it is (queued, running with tiles done, done, failed); ``GET /api/jobs/ID/result`` is the download and
-  ``before.jpg``, ``after.jpg``, ``kernel.png`` the previews; ``DELETE /api/jobs/ID`` cancels and forgets it.
+  ``before.jpg``, ``after.jpg``, ``kernel.png`` the previews; ``DELETE /api/jobs/ID`` (or ``POST
+  /api/jobs/ID/cancel``, what a closing page can send) cancels and forgets it.
 * ``GET /api/health`` -- queue counts; answers while a photo runs.
 
 Requests larger than the cap are refused with 413 before their body is read when they say their size, and
@@ -85,7 +86,7 @@ class ServerConfig:
     session_options: dict[str, Any] = field(default_factory=dict)
     quality: int = 95
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1_000_000
-    lease: float = 30.0
+    lease: float = 180.0  #: see deblurcli.server.jobs: hidden tabs ask about their photos about once a minute
     keep: float = 3600.0
     temp_root: Path | None = None
     loopback: bool = True
@@ -334,6 +335,11 @@ def create_app(config: ServerConfig, sessions: SessionCache | None = None) -> St
             return Response(body, media_type=mimetypes.guess_type(name)[0], headers={"Cache-Control": "no-store"})
         return Response(body, media_type=mimetypes.guess_type(job.download_name)[0], headers=_result_headers(job))
 
+    async def cancel_job(request: Request) -> Response:
+        # What a closing page sends (navigator.sendBeacon can only POST): DELETE by another verb.
+        await run_in_threadpool(jobs_of(request).remove, request.path_params["id"])
+        return Response(status_code=204)
+
     async def delete_job(request: Request) -> Response:
         if not await run_in_threadpool(jobs_of(request).remove, request.path_params["id"]):
             raise ApiError(404, "no such photo")
@@ -362,6 +368,7 @@ def create_app(config: ServerConfig, sessions: SessionCache | None = None) -> St
         Route("/api/jobs", create_job, methods=["POST"]),
         Route("/api/jobs/{id}", job_status),
         Route("/api/jobs/{id}", delete_job, methods=["DELETE"]),
+        Route("/api/jobs/{id}/cancel", cancel_job, methods=["POST"]),
         Route("/api/jobs/{id}/{file}", job_file),
     ]
     middleware = [Middleware(Guard, loopback=config.loopback), Middleware(BodyLimit, limit=config.max_upload_bytes)]

@@ -9,9 +9,12 @@ Each photo gets a private temporary folder under the queue's root folder, with n
 name, becomes a path. The folder is removed when the photo is deleted, cancelled, expires or the server
 stops, and the root folder with it at the end.
 
-A client that goes away is noticed in two ways: a request waiting on ``POST /api/deblur`` cancels its
-photo when its connection closes, and a photo started from the page is cancelled when the page stops
-asking about it for ``lease`` seconds (a closed tab). A cancelled photo stops at the next tile.
+A client that goes away is noticed in three ways: a request waiting on ``POST /api/deblur`` cancels its
+photo when its connection closes; a page that is closed or left says so (``navigator.sendBeacon`` to
+``POST /api/jobs/ID/cancel``); and, for a page that could not say it (a crashed browser, a lost
+network), a photo the page stops asking about for ``lease`` seconds is cancelled. The lease is minutes,
+not seconds, because browsers slow the timers of hidden tabs to about one wake-up a minute. A cancelled
+photo stops at the next tile.
 """
 
 from __future__ import annotations
@@ -192,7 +195,7 @@ class JobQueue:
     after they were last asked about. ``lease``: a page's photo not asked about for this long while it
     waits or runs is cancelled (its page was closed)."""
 
-    def __init__(self, sessions: SessionCache, settings: Settings, *, root: Path | None = None, lease: float = 30.0, keep: float = 3600.0) -> None:
+    def __init__(self, sessions: SessionCache, settings: Settings, *, root: Path | None = None, lease: float = 180.0, keep: float = 3600.0) -> None:
         self.sessions, self.settings, self.lease, self.keep = sessions, settings, lease, keep
         self.root = Path(tempfile.mkdtemp(prefix="deblurcli-serve-", dir=root))
         self.jobs: dict[str, Job] = {}

@@ -10,6 +10,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   config: null,
+  photos: new Set(), // every photo of this page, to cancel the unfinished ones when the page goes
   shown: null, // the photo whose before/after is in the viewer
   view: { natW: 0, natH: 0, scale: 1, tx: 0, ty: 0, split: 0.5, mode: "fit" },
 };
@@ -73,6 +74,7 @@ function fail(photo, message) {
 
 function upload(file) {
   const photo = { name: file.name, card: makeCard(file.name), id: null, job: null };
+  state.photos.add(photo);
   photo.card.querySelector(".remove").addEventListener("click", () => removePhoto(photo));
   photo.card.querySelector(".show").addEventListener("click", () => show(photo));
   const limit = state.config ? state.config.max_upload_bytes : Infinity;
@@ -157,6 +159,7 @@ function update(photo, job) {
 async function removePhoto(photo) {
   const id = photo.id;
   photo.id = null; // stops following it
+  state.photos.delete(photo);
   photo.card.remove();
   if (state.shown === photo) {
     state.shown = null;
@@ -322,6 +325,15 @@ function wireInputs() {
   $("strength").addEventListener("input", () => { $("strength-value").textContent = Number($("strength").value).toFixed(2); });
 }
 
+// A page that is closed, reloaded or left will never show its waiting photos: it tells the server, whose
+// queue then moves on (a beacon is the one request a browser still sends while a page goes away).
+function cancelUnfinished() {
+  for (const photo of state.photos) {
+    if (photo.id !== null && !(photo.job && FINISHED.has(photo.job.status))) navigator.sendBeacon(`/api/jobs/${photo.id}/cancel`);
+  }
+}
+
+window.addEventListener("pagehide", cancelUnfinished);
 wireInputs();
 wireViewer();
 loadConfig();
