@@ -111,11 +111,12 @@ def list_models() -> list[ModelEntry]:
 
 
 def get_entry(name: str) -> ModelEntry:
-    """The catalogue entry called ``name``; a one-line error listing the valid names otherwise."""
+    """The catalogue entry called ``name``; a one-line error listing the valid names otherwise (the
+    deblurring models: a name is almost always looked up as ``--model``, where a refiner cannot serve)."""
     for entry in _catalogue():
         if entry.name == name:
             return entry
-    names = ", ".join(e.name for e in _catalogue() if is_trained(e))
+    names = ", ".join(e.name for e in _catalogue() if is_trained(e) and e.role == "deblur")
     raise WeightsError(f"unknown model {name!r}; choose one of: {names} (or pass --weights FILE)")
 
 

@@ -99,12 +99,12 @@ def _print_table(rows: list[dict[str, Any]], source: str) -> None:
         table.add_column(header, justify="right" if header == "params" else "left", no_wrap=True, overflow="ellipsis")
     for row in shown:
         table.add_row(
-            row["name"] + (" *" if row["default"] else " (refiner)" if row["role"] == "refine" else ""),
+            row["name"] + (" *" if row["default"] else ""),
             row["arch"],
             f"{row['params'] / 1e6:.2f} M",
             row["source"],
             _here(row),
-            row["quality_summary"] or "-",
+            ("refiner: " if row["role"] == "refine" else "") + (row["quality_summary"] or "-"),
         )
     console = Console(highlight=False)
     console.print(table)
