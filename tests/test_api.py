@@ -149,7 +149,7 @@ def test_default_model_is_loaded_once_and_follows_deblur_model(monkeypatch: pyte
 
     def fake_load(name: str | None = None, weights: Path | None = None) -> nn.Module:
         calls.append((name, weights))
-        return Affine(gain={"nafnet-s": 0.5, "nafnet-gopro-w32": 0.25}[str(name)])
+        return Affine(gain={"nafnet-s": 0.5, "nafnet-gopro-w32": 0.25, "nafnet-s-refiner": 1.0}[str(name)])
 
     monkeypatch.setattr(weights, "load_generator", fake_load)
     image = np.full((4, 4, 3), 0.5, np.float32)
@@ -161,5 +161,6 @@ def test_default_model_is_loaded_once_and_follows_deblur_model(monkeypatch: pyte
         assert (deblurcli.deblur_image(image) == 0.125).all()  # the newly chosen model, not the cached one
     finally:
         api._cached_session.cache_clear()
-    assert calls == [("nafnet-s", None), ("nafnet-gopro-w32", None)]
+    refiner = ("nafnet-s-refiner", None)  # auto may deconvolve, so each session loads the refiner too
+    assert calls == [("nafnet-s", None), refiner, ("nafnet-gopro-w32", None), refiner]
     assert deblurcli.load_model is load_model
