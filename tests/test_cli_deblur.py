@@ -127,7 +127,8 @@ def test_existing_outputs_are_skipped_unless_overwrite(tmp_path: Path, model_fil
         photo(tmp_path / "in" / f"{i}.png", seed=i)
     loads: list[object] = []
     real_load = weights.load_generator
-    monkeypatch.setattr(weights, "load_generator", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    # the deblurring model's loads (auto loads the catalogue's refiner beside it)
+    monkeypatch.setattr(weights, "load_generator", lambda *a, **k: (k.get("weights") == model_file and loads.append(a)) or real_load(*a, **k))
     assert deblur(tmp_path / "in", "-o", tmp_path / "out", "--weights", model_file).exit_code == 0
     assert len(loads) == 1  # once per run, not per file
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}

@@ -199,7 +199,7 @@ def test_tiny_model_through_weights(tmp_path: Path, dataset, bias: float) -> Non
     )
     assert result.exit_code == 0, result.output
     report = strict_json(result.stdout)
-    assert report["source"] == {"method": "auto", "weights": str(weights)}
+    assert report["source"] == {"method": "auto", "weights": str(weights), "refiner": "nafnet-s-refiner"}
     for im in report["images"]:
         assert im["method"] == "network"  # auto: photos under 64 px are too small for kernel estimation
         d = dataset[im["key"]]
