@@ -178,6 +178,7 @@ def deblur_paths(
     from deblurcli.batch import find_inputs, plan_jobs
     from deblurcli.engine import check_strength
     from deblurcli.runner import Outcome, Settings
+    from deblurcli.session import is_weights_file
 
     check_strength(strength)
     settings = Settings(compare, overwrite, in_place, allow_huge, quality, save_kernel)
@@ -197,7 +198,7 @@ def deblur_paths(
     session = {
         "method": method, "model": model, "weights": None if weights is None else str(Path(weights).absolute()),
         "kernel": None if kernel is None else str(Path(kernel).absolute()), "kernel_size": kernel_size,
-        "refiner": refiner if refiner in ("auto", "none") or not Path(refiner).suffix else str(Path(refiner).absolute()),
+        "refiner": str(Path(refiner).absolute()) if is_weights_file(refiner) else refiner,
         "device": device, "precision": precision, "tile": tile, "overlap": overlap, "strength": strength,
     }
     if todo:

@@ -163,8 +163,7 @@ class Session:
             refiner = default_refiner_name() if refiner.strip().lower() == "auto" else None
         if refiner is None:
             return
-        as_file = isinstance(refiner, Path) or Path(refiner).suffix.lower() in (".safetensors", ".pth", ".pt")
-        module = load_generator(weights=Path(refiner)) if as_file else load_generator(name=str(refiner))
+        module = load_generator(weights=Path(refiner)) if is_weights_file(refiner) else load_generator(name=str(refiner))
         self.refiner = prepare_model(module, self.device)
         self.refiner_label = str(refiner)
         self.refiner_plan = plan_tiles(self.refiner, self.device, tile=tile, overlap=self.overlap, batch_size=batch_size)
@@ -294,6 +293,11 @@ class Session:
 MAX_KERNEL_SHARE = 0.1
 #: ... but never below this (mild shake of 3-7 px must still be found).
 MIN_KERNEL_SEARCH = 7
+
+
+def is_weights_file(refiner: str | Path) -> bool:
+    """Whether a ``--refiner`` value names a weights file (by its suffix) rather than a catalogue model."""
+    return isinstance(refiner, Path) or Path(refiner).suffix.lower() in (".safetensors", ".pth", ".pt")
 
 
 def max_kernel_size(requested: int, shape: tuple[int, int]) -> int:
