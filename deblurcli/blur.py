@@ -16,6 +16,11 @@ How a sample is made (``synthesize``), in the order a camera makes it:
    little sRGB Gaussian noise (the blind-deblurring protocol's noise model) and, for some samples, JPEG;
 6. a small fraction is left exactly sharp so the model learns to leave sharp photos alone.
 
+``synthesize_pair`` can also composite a moving object (``dynamic_prob``): a smooth random blob textured
+with another crop is pasted into the sharp target, and in the blurry input it is blurred by its own kernel
+as a layer over the differently blurred (or still) background, ``K_o * (a F) + (1 - K_o * a) (K_b * B)``,
+which is how a moving foreground both smears and uncovers the background behind it.
+
 Every random number comes from the caller's ``torch.Generator`` in a fixed order and a fixed amount that
 does not depend on the pixels, so a seed reproduces the same pairs on the same device. Kernels are splatted
 with a batched matrix product instead of ``scatter_add`` because float atomics on CUDA sum in a varying
@@ -40,8 +45,10 @@ __all__ = [
     "random_homography_paths",
     "random_kernels",
     "random_trajectories",
+    "random_object_masks",
     "srgb_to_linear",
     "synthesize",
+    "synthesize_pair",
     "trajectories_to_kernels",
     "warp_average",
 ]
@@ -89,6 +96,18 @@ class BlurConfig:
     nonuniform_copies: int = 12
     #: Largest displacement of any image corner over the path, px, drawn in [min, max]; 0-2x copies.
     nonuniform_px: tuple[float, float] = (2.0, 12.0)
+
+    # --- moving objects (dynamic scenes) ------------------------------------------------------------
+    #: Probability of compositing a moving object over the sample, 0-1. The object (a random smooth blob
+    #: textured with another crop of the batch) gets its own shake kernel and is blurred as a layer over the
+    #: background (occlusion included), as in GoPro-style scenes, so a single kernel cannot explain the
+    #: photo; the sharp target changes too, hence ``synthesize_pair``. 0 by default so ``synthesize`` and
+    #: the fixed validation sets keep their meaning; ``deblur train --dynamic-prob`` sets it.
+    dynamic_prob: float = 0.0
+    #: Object radius as a fraction of the crop's shorter side, drawn uniformly.
+    object_radius: tuple[float, float] = (0.12, 0.35)
+    #: Probability that the camera was still while the object moved (background left sharp), 0-1.
+    static_background_prob: float = 0.4
 
     # --- photometric -------------------------------------------------------------------------------
     #: Probability of blurring in linear light (the rest blur in sRGB, covering unknown camera curves).
@@ -443,13 +462,55 @@ def _jpeg(img: torch.Tensor, qualities: list[int]) -> torch.Tensor:
     return back / 255
 
 
+def random_object_masks(n: int, height: int, width: int, cfg: BlurConfig, generator: torch.Generator) -> torch.Tensor:
+    """``n`` object masks ``(n, 1, H, W)`` in [0, 1]: rotated ellipses with a wobbly outline, 1 px soft edge.
+
+    The outline's radius varies with angle by a few random low harmonics (2-5 lobes), so objects are
+    blobs rather than perfect ellipses; the centre may lie near the border, so objects also enter and
+    leave the frame as they do in video. Vectorised over the batch: a handful of whole-image operations.
+    """
+    g = generator
+    u = _rand(g, 5, n)
+    harm = _randn(g, n, 2, 4)
+    dev = u.device
+    cy, cx = (0.1 + 0.8 * u[0]) * height, (0.1 + 0.8 * u[1]) * width
+    radius = _uniform(u[2], cfg.object_radius) * min(height, width)
+    aspect = 0.5 + 0.5 * u[3]
+    angle = math.pi * u[4]
+    ys = torch.arange(height, device=dev, dtype=torch.float32)[None, :, None] + 0.5 - cy.view(n, 1, 1)
+    xs = torch.arange(width, device=dev, dtype=torch.float32)[None, None, :] + 0.5 - cx.view(n, 1, 1)
+    cos, sin = torch.cos(angle).view(n, 1, 1), torch.sin(angle).view(n, 1, 1)
+    along, across = xs * cos + ys * sin, (ys * cos - xs * sin) / aspect.view(n, 1, 1)
+    rho = torch.sqrt(along**2 + across**2)
+    phi = torch.atan2(across, along)
+    k = torch.arange(2, 6, device=dev, dtype=torch.float32)
+    lobes = (harm[:, 0, None, None, :] * torch.cos(k * phi[..., None])
+             + harm[:, 1, None, None, :] * torch.sin(k * phi[..., None])).sum(-1)
+    outline = radius.view(n, 1, 1) * (1 + 0.08 * lobes).clamp(0.6, 1.4)
+    return (outline - rho + 0.5).clamp(0, 1)[:, None]
+
+
 def synthesize(sharp: torch.Tensor, cfg: BlurConfig, generator: torch.Generator) -> torch.Tensor:
     """Blurry version ``(n, 3, H, W)`` of sharp sRGB images ``(n, 3, H, W)`` in [0, 1], on ``sharp.device``.
 
     See the module docstring for the steps. Reproducible: the same generator seed (same generator device)
     and inputs give the same output on the same device. A generator on ``sharp.device`` avoids copying
     the noise tensors across devices. Output is float32 in [0, 1]; samples drawn as "sharp" are returned
-    exactly as given.
+    exactly as given. Moving objects change the sharp target as well, so they need ``synthesize_pair``.
+    """
+    if cfg.dynamic_prob > 0:
+        raise ValueError("BlurConfig.dynamic_prob > 0 changes the sharp target: use synthesize_pair")
+    return synthesize_pair(sharp, cfg, generator)[1]
+
+
+def synthesize_pair(
+    sharp: torch.Tensor, cfg: BlurConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(target, blurry)`` from sharp sRGB images ``(n, 3, H, W)`` in [0, 1].
+
+    ``target`` is ``sharp`` itself except where a moving object was composited (``dynamic_prob``). The
+    draws of ``synthesize`` come first and those of the moving objects after them, only when
+    ``dynamic_prob > 0``, so a configuration without objects gives exactly ``synthesize``'s pairs.
     """
     if sharp.dim() != 4 or sharp.shape[1] != 3:
         raise ValueError(f"sharp must be (n, 3, H, W), got {tuple(sharp.shape)}")
@@ -476,22 +537,48 @@ def synthesize(sharp: torch.Tensor, cfg: BlurConfig, generator: torch.Generator)
     paths = random_homography_paths(n, cfg, g, h, w)
     noise_linear = _randn(g, n, 3, h, w).to(dev)
     noise_srgb = _randn(g, n, 3, h, w).to(dev)
+    if cfg.dynamic_prob > 0:
+        u_dyn = _rand(g, 2, n).to(dev)
+        moving = (u_dyn[0] < cfg.dynamic_prob) & ~keep_sharp
+        still_background = u_dyn[1] < cfg.static_background_prob
+        masks = random_object_masks(n, h, w, cfg, g).to(dev)
+        object_kernels = random_kernels(n, cfg, g, dev)
 
     def per_sample(mask: torch.Tensor) -> torch.Tensor:
         return mask.view(n, 1, 1, 1)
 
-    lin = torch.where(per_sample(linear), srgb_to_linear(x), x)
-    if cfg.saturation_per_channel:
-        clipped = (x >= cfg.saturation_threshold).float()
-    else:
-        clipped = (x.amax(dim=1, keepdim=True) >= cfg.saturation_threshold).float()
-    lin = lin + per_sample(saturate) * alpha.view(n, 1, 1, 1) * clipped
+    def to_scene(img: torch.Tensor) -> torch.Tensor:
+        """sRGB crop to the light the sensor integrates: linear (most samples), clipped highlights boosted."""
+        lin = torch.where(per_sample(linear), srgb_to_linear(img), img)
+        if cfg.saturation_per_channel:
+            clipped = (img >= cfg.saturation_threshold).float()
+        else:
+            clipped = (img.amax(dim=1, keepdim=True) >= cfg.saturation_threshold).float()
+        return lin + per_sample(saturate) * alpha.view(n, 1, 1, 1) * clipped
 
+    lin = to_scene(x)
+    still = lin
     idx = nonuniform.nonzero().flatten()
     if idx.numel():
         lin = lin.index_copy(0, idx, warp_average(lin.index_select(0, idx), paths.index_select(0, idx)))
+    blurred = apply_kernels(lin, kernels)
 
-    blurred = apply_kernels(lin, kernels).clamp(0, 1)  # the sensor clips at its white point
+    target = x
+    if cfg.dynamic_prob > 0 and bool(moving.any()):
+        mdx = moving.nonzero().flatten()
+        # The object's texture is another crop of the batch, mirrored so a batch of one still differs.
+        texture = x.roll(1, dims=0).flip(-1).index_select(0, mdx)
+        mask = masks.index_select(0, mdx)
+        target = target.index_copy(0, mdx, mask * texture + (1 - mask) * x.index_select(0, mdx))
+        layer = to_scene(x.roll(1, dims=0).flip(-1)).index_select(0, mdx)
+        k_obj = object_kernels.index_select(0, mdx)
+        smeared = apply_kernels(torch.cat([mask * layer, mask], dim=1), k_obj)
+        background = torch.where(
+            per_sample(still_background.index_select(0, mdx)), still.index_select(0, mdx), blurred.index_select(0, mdx)
+        )
+        blurred = blurred.index_copy(0, mdx, smeared[:, :3] + (1 - smeared[:, 3:]) * background)
+
+    blurred = blurred.clamp(0, 1)  # the sensor clips at its white point
     std = (beta1.view(n, 1, 1, 1) * blurred + beta2.view(n, 1, 1, 1)).sqrt()
     blurred = (blurred + per_sample(noisy) * std * noise_linear).clamp(0, 1)
     out = torch.where(per_sample(linear), linear_to_srgb(blurred), blurred)
@@ -500,4 +587,4 @@ def synthesize(sharp: torch.Tensor, cfg: BlurConfig, generator: torch.Generator)
     jdx = (jpeg & ~keep_sharp).nonzero().flatten()
     if jdx.numel():
         out = out.index_copy(0, jdx, _jpeg(out.index_select(0, jdx), quality[jdx].tolist()))
-    return torch.where(per_sample(keep_sharp), x, out)
+    return target, torch.where(per_sample(keep_sharp), x, out)

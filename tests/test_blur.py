@@ -14,8 +14,10 @@ from deblurcli.blur import (
     linear_to_srgb,
     random_homography_paths,
     random_kernels,
+    random_object_masks,
     srgb_to_linear,
     synthesize,
+    synthesize_pair,
     warp_average,
 )
 
@@ -348,3 +350,61 @@ def test_make_valsets_script_skips_cleanly_without_data(tmp_path) -> None:
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "skipped" in done.stdout
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------------------------ moving objects
+
+
+def test_without_moving_objects_the_pair_is_the_sharp_photo_and_synthesize():
+    x = texture(3, 64, seed=2)
+    target, blurry = synthesize_pair(x, BlurConfig(), gen(8))
+    assert torch.equal(target, x)
+    assert torch.equal(blurry, synthesize(x, BlurConfig(), gen(8)))
+
+
+def test_synthesize_refuses_moving_objects_whose_target_it_cannot_return():
+    with pytest.raises(ValueError, match="synthesize_pair"):
+        synthesize(texture(1), BlurConfig(dynamic_prob=0.5), gen(0))
+
+
+def test_object_masks_are_soft_blobs_of_the_drawn_size():
+    cfg = BlurConfig(object_radius=(0.2, 0.3))
+    masks = random_object_masks(16, 96, 128, cfg, gen(4))
+    assert masks.shape == (16, 1, 96, 128) and masks.min() >= 0 and masks.max() <= 1
+    area = masks.sum(dim=(1, 2, 3)) / (96 * 128)
+    # A blob of radius 0.2-0.3 of 96 px (aspect 0.5-1, outline +-40 %), possibly cut by the border.
+    assert bool((area > 0.005).all()) and bool((area < 0.45).all())
+    soft = ((masks > 0.01) & (masks < 0.99)).float().mean()
+    assert 0 < soft < 0.05  # edges are about a pixel wide, not a blur of the whole mask
+
+
+def test_a_moving_object_is_pasted_into_the_target_and_blurred_by_its_own_kernel_over_a_still_background():
+    x = texture(2, 96, seed=5)
+    cfg = dataclasses.replace(PLAIN, dynamic_prob=1.0, static_background_prob=1.0, linear_prob=0.0)
+    target, blurry = synthesize_pair(x, cfg, gen(12))
+    # The same draws as synthesize_pair makes, to know where the object is and how it moved.
+    g = gen(12)
+    synthesize(x, PLAIN, g)
+    torch.rand((2, 2), generator=g)
+    masks = random_object_masks(2, 96, 96, cfg, g)
+    object_kernels = random_kernels(2, cfg, g)
+    texture_ = x.roll(1, dims=0).flip(-1)
+    assert torch.allclose(target, masks * texture_ + (1 - masks) * x)
+    smeared = apply_kernels(torch.cat([masks * texture_, masks], dim=1), object_kernels)
+    expected = (smeared[:, :3] + (1 - smeared[:, 3:]) * x).clamp(0, 1)
+    assert torch.allclose(blurry, expected, atol=1e-5)
+    # Far from the object the still background is untouched; on it, the input is not the target.
+    untouched = (smeared[:, 3:] < 1e-6).expand_as(x)
+    assert bool(untouched.any()) and torch.allclose(blurry[untouched], x[untouched], atol=1e-5)
+    inside = masks > 0.99
+    assert (blurry - target).abs()[inside.expand_as(x)].mean() > 0.01
+
+
+def test_moving_objects_are_reproducible_and_spare_the_samples_left_sharp():
+    x = texture(4, 64, seed=1)
+    cfg = BlurConfig(dynamic_prob=1.0, sharp_prob=0.5)
+    a, b = synthesize_pair(x, cfg, gen(3)), synthesize_pair(x, cfg, gen(3))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    kept = (a[1] == x).flatten(1).all(1)
+    assert bool(kept.any())
+    assert torch.equal(a[0][kept], x[kept])

@@ -230,10 +230,17 @@ def test_exports_load_and_carry_metadata(tmp_path: Path, photos: Path, tiny_weig
     model = load_generator(weights=run / "best.safetensors")
     out = model(torch.rand(1, 3, 40, 40))
     assert out.shape == (1, 3, 40, 40) and torch.isfinite(out).all()
-    header = (run / "log.csv").read_text().splitlines()[0]
-    assert header.startswith("step,elapsed_s,lr,loss")
-    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)  # no pickled objects
-    assert state["step"] == 4 and math.isfinite(state["best_psnr"])
+
+
+def test_moving_objects_reach_the_training_targets(tmp_path: Path, photos: Path, tiny_weights: Path) -> None:
+    """Same seed, same crops: only --dynamic-prob pastes objects into the targets (and blurs them)."""
+    plain = Trainer(options(tmp_path / "plain", photos, tiny_weights, max_steps=1, sharp_prob=0.0), quiet())
+    moving = Trainer(options(tmp_path / "run", photos, tiny_weights, max_steps=1, sharp_prob=0.0, dynamic_prob=1.0), quiet())
+    assert moving.blur_cfg.dynamic_prob == 1.0 and plain.blur_cfg.dynamic_prob == 0.0
+    (_, sharp_plain), (_, sharp_moving) = plain.batch(), moving.batch()
+    changed = (sharp_plain - sharp_moving).abs().amax(1) > 0
+    assert bool(changed.flatten(1).any(1).all())  # every target has an object
+    assert bool((~changed).any())  # and keeps its own photo around it
 
 
 @pytest.mark.skipif(importlib.util.find_spec("deblurcli.cli.deblur") is None, reason="deblur command not written yet")

@@ -66,6 +66,7 @@ class TableChoice(click.Choice):
 @click.option("--val-crop", type=click.IntRange(min=0), default=256, show_default=True, help="Validate on centre crops of this side (0: whole images).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=1000, show_default=True, help="Checkpoint every N steps (and at least every 10 minutes).")
 @click.option("--sharp-prob", type=click.FloatRange(min=0, max=1, max_open=True), help="Share of --synthetic samples left unblurred, so the model learns to leave sharp photos alone (default 0.1).")
+@click.option("--dynamic-prob", type=click.FloatRange(min=0, max=1), default=0.0, show_default=True, help="Share of --synthetic samples given a moving object with its own blur (dynamic scenes).")
 @click.option("--max-side", type=click.IntRange(min=0), help="Shrink training images to this longest side when loading (default 1024 for --synthetic, none for pairs; 0 = never).")
 @device_option("Where training runs (auto: CUDA, else MPS, else CPU).")
 @precision_option("auto: bf16 on GPUs that have it, else fp16; fp32 on CPUs, where bf16 training is not validated.")
@@ -98,6 +99,7 @@ def command(
     val_crop: int,
     checkpoint_every: int,
     sharp_prob: float | None,
+    dynamic_prob: float,
     max_side: int | None,
     device: str,
     precision: str,
@@ -136,7 +138,7 @@ def command(
         val_pairs=val_pairs, arch=arch, model=model, weights=weights, batch_size=batch_size, crop=crop,
         max_steps=max_steps, max_minutes=max_minutes, lr=lr, pixel_loss=pixel_loss, lpips=lpips,
         lpips_net=lpips_net, adv=adv, gan=gan, diffaug=diffaug, val_every=val_every, val_count=val_count, val_crop=val_crop,
-        checkpoint_every=checkpoint_every, sharp_prob=sharp_prob, max_side=max_side,
+        checkpoint_every=checkpoint_every, sharp_prob=sharp_prob, dynamic_prob=dynamic_prob, max_side=max_side,
         device=device, precision=precision, seed=seed, resume=resume,
     )
     console = Console(stderr=True, soft_wrap=True)  # long progress lines stay whole in log files

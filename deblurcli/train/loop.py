@@ -230,7 +230,8 @@ class Trainer:
         from deblurcli.blur import BlurConfig
 
         opts = self.opts
-        self.blur_cfg = BlurConfig() if opts.sharp_prob is None else BlurConfig(sharp_prob=opts.sharp_prob)
+        sharp = {} if opts.sharp_prob is None else {"sharp_prob": opts.sharp_prob}
+        self.blur_cfg = BlurConfig(dynamic_prob=opts.dynamic_prob, **sharp)
         # Synthetic crops carry a margin that is blurred then cut off (blur.py pads by reflection).
         self.margin = self.blur_cfg.kernel_size // 2 if opts.synthetic is not None else 0
         problems: list[str] = []
@@ -391,14 +392,13 @@ class Trainer:
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(blurry, sharp) float N x 3 x crop x crop on the device."""
-        from deblurcli.blur import synthesize
+        from deblurcli.blur import synthesize_pair
 
         opts = self.opts
         crops = self.bank.sample(opts.batch_size, opts.crop + 2 * self.margin, self.gens["data"])
         crops = data_mod.u8_to_float(crops.to(self.device, non_blocking=True))
         if opts.synthetic is not None:
-            sharp = crops
-            blurry = synthesize(sharp, self.blur_cfg, self.gens["blur"])
+            sharp, blurry = synthesize_pair(crops, self.blur_cfg, self.gens["blur"])
             if self.margin:
                 m = self.margin
                 sharp, blurry = sharp[..., m:-m, m:-m], blurry[..., m:-m, m:-m]

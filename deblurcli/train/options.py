@@ -55,6 +55,9 @@ class TrainOptions:
     #: share of synthetic samples left unblurred (input = target), teaching the model to leave sharp photos
     #: alone; None: ``BlurConfig``'s default.
     sharp_prob: float | None = None
+    #: share of synthetic samples with a moving object composited over them (``BlurConfig.dynamic_prob``):
+    #: teaches object-motion blur over a differently blurred background; 0 keeps plain camera shake.
+    dynamic_prob: float = 0.0
     #: longest side kept when loading (None: 1024 for --synthetic, unlimited for pairs; 0: never shrink).
     max_side: int | None = None
     device: str = "auto"
@@ -84,6 +87,8 @@ class TrainOptions:
             raise OptionError("warm-up steps must be >= 0")
         if self.sharp_prob is not None and not 0.0 <= self.sharp_prob < 1.0:
             raise OptionError("--sharp-prob must be in [0, 1)")
+        if not 0.0 <= self.dynamic_prob <= 1.0:
+            raise OptionError("--dynamic-prob must be in [0, 1]")
         if self.lpips < 0 or self.adv < 0:
             raise OptionError("--lpips and --adv weights must be >= 0")
         for flag, value, table in (("--loss", self.pixel_loss, losses.PIXEL_LOSSES), ("--gan", self.gan, losses.GAN_LOSSES),

@@ -39,7 +39,7 @@ def synthetic_pairs(photos: list[torch.Tensor], blur_cfg: Any, margin: int, val_
     """Fixed validation pairs: centre crops of held-out photos, blurred once on the CPU with a seed of
     their own (one image at a time, in order), so they are the same on every device and after every
     resume. Each crop keeps the synthesis margin around it, cut off after blurring."""
-    from deblurcli.blur import synthesize
+    from deblurcli.blur import synthesize_pair
 
     # No "leave it sharp" samples: one identical pair would make the mean PSNR infinite.
     cfg = dataclasses.replace(blur_cfg, sharp_prob=0.0)
@@ -49,8 +49,7 @@ def synthetic_pairs(photos: list[torch.Tensor], blur_cfg: Any, margin: int, val_
     for img in photos:
         room = min(img.shape[0], img.shape[1]) - 2 * m
         side = min(val_crop, room) + 2 * m if val_crop else room + 2 * m
-        sharp = data_mod.u8_to_float(data_mod.center_crop(img, side))
-        blurry = synthesize(sharp, cfg, gen)
+        sharp, blurry = synthesize_pair(data_mod.u8_to_float(data_mod.center_crop(img, side)), cfg, gen)
         val.append((blurry[..., m:-m, m:-m], sharp[..., m:-m, m:-m]) if m else (blurry, sharp))
     return val
 
