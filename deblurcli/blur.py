@@ -573,9 +573,8 @@ def synthesize_pair(
         layer = to_scene(x.roll(1, dims=0).flip(-1)).index_select(0, mdx)
         k_obj = object_kernels.index_select(0, mdx)
         smeared = apply_kernels(torch.cat([mask * layer, mask], dim=1), k_obj)
-        background = torch.where(
-            per_sample(still_background.index_select(0, mdx)), still.index_select(0, mdx), blurred.index_select(0, mdx)
-        )
+        keep_still = still_background.index_select(0, mdx).view(-1, 1, 1, 1)
+        background = torch.where(keep_still, still.index_select(0, mdx), blurred.index_select(0, mdx))
         blurred = blurred.index_copy(0, mdx, smeared[:, :3] + (1 - smeared[:, 3:]) * background)
 
     blurred = blurred.clamp(0, 1)  # the sensor clips at its white point
