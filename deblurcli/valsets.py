@@ -1,6 +1,6 @@
 """Fixed, seeded validation sets in the layout `deblur eval --pairs DIR` reads: blur/*.png + sharp/*.png.
 
-Three families, each answering a different question about a model:
+Four families, each answering a different question about a model:
 
 - ``synthetic``: our own training blur (``blur.synthesize`` with the default ``BlurConfig``) at a seeded
   draw. The floor: a model must clearly beat the blurry input here, since it trained on this family.
@@ -11,6 +11,10 @@ Three families, each answering a different question about a model:
   intensity varies along the streak, and a slight optical softening), so a model that merely learned the
   training generator's quirks is caught. It is the proxy for "blur nobody here synthesised".
 - ``sharp``: the photos unblurred (``blur == sharp``): the do-no-harm check.
+- ``dynamic``: a dynamic scene per photo: a moving object (``blur.synthesize_pair``, the photo's own mirror
+  image as its texture) with its own shake over a background that is blurred differently or not at all.
+  No single kernel explains such a photo, so it is where the network path is needed and where ``auto``
+  must not do worse than the network; the sharp side is the photo with the object pasted in.
 
 Photos are used whole when they fit 768x512 (either orientation), else centre-cropped to it. Every file is
 a deterministic function of the source photos and the seed (same seed, same machine: identical bytes);
@@ -30,13 +34,13 @@ import torch
 from PIL import Image
 
 from deblurcli.atomic import atomic_write_bytes
-from deblurcli.blur import BlurConfig, apply_kernels, synthesize
+from deblurcli.blur import BlurConfig, apply_kernels, synthesize, synthesize_pair
 from deblurcli.errors import PairsError
 from deblurcli.photo import read_photo
 
 __all__ = ["FAMILIES", "MAX_SIZE", "build_valset", "fit_crop", "heldout_kernels"]
 
-FAMILIES = ("synthetic", "heldout", "sharp")
+FAMILIES = ("synthetic", "heldout", "sharp", "dynamic")
 #: Largest (long side, short side) kept; bigger photos are centre-cropped to it.
 MAX_SIZE = (768, 512)
 #: Held-out protocol: kernel sizes (px, inclusive), sRGB Gaussian noise std.
@@ -46,6 +50,8 @@ HELDOUT_NOISE = 0.01
 #: sharp family covers that). Fields whose training defaults changed since are pinned here, so the set and
 #: the figures measured on it stay comparable from run to run.
 SYNTHETIC_CONFIG = BlurConfig(sharp_prob=0.0, saturation_prob=0.5, saturation_per_channel=False)
+#: The dynamic family: an object on every photo, training synthesis otherwise, nothing left sharp.
+DYNAMIC_CONFIG = BlurConfig(sharp_prob=0.0, dynamic_prob=1.0)
 _SOURCE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
@@ -165,6 +171,11 @@ def build_valset(src_dir: Path, out_dir: Path, *, family: str, seed: int) -> lis
         elif family == "synthetic":
             tensor = torch.from_numpy(sharp.astype(np.float32) / 255).permute(2, 0, 1)[None]
             out = synthesize(tensor, SYNTHETIC_CONFIG, torch.Generator().manual_seed(stream))
+            blurry = _to_u8(out[0].permute(1, 2, 0).numpy())
+        elif family == "dynamic":
+            tensor = torch.from_numpy(sharp.astype(np.float32) / 255).permute(2, 0, 1)[None]
+            target, out = synthesize_pair(tensor, DYNAMIC_CONFIG, torch.Generator().manual_seed(stream))
+            sharp = _to_u8(target[0].permute(1, 2, 0).numpy())
             blurry = _to_u8(out[0].permute(1, 2, 0).numpy())
         else:
             rng = np.random.default_rng(stream)

@@ -1,4 +1,4 @@
-"""Build the three seeded validation sets (synthetic, heldout, sharp) and print their blurry-input PSNR.
+"""Build the seeded validation sets (synthetic, heldout, sharp, dynamic) and print their blurry-input PSNR.
 
     python scripts/make_valsets.py [--src ../shared/data/val/live1] [--out .data/val] [--seed 0]
 
@@ -35,7 +35,7 @@ def main() -> int:
     parser.add_argument("--src", type=Path, default=REPO.parent / "shared" / "data" / "val" / "live1")
     parser.add_argument("--out", type=Path, default=REPO / ".data" / "val")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--family", choices=FAMILIES, action="append", help="default: all three")
+    parser.add_argument("--family", choices=FAMILIES, action="append", help="default: all four")
     args = parser.parse_args()
     if not args.src.is_dir():
         print(f"skipped: source folder {args.src} is absent (the shared validation photos are not here)")

@@ -11,7 +11,9 @@ What it measures, each with exactly the code ``deblur eval`` runs (deblurcli.cli
    a ±5 px shift like the blind-deblurring benchmarks (``--max-shift 5``): the proxy for unseen real blur.
 3. ``sharp``: unblurred photos; do-no-harm: the output against its own input must stay at >= 38 dB PSNR
    (judged on the worst photo, since one damaged photo in a folder is already harm).
-4. ``real_blur``: real blurry photos without ground truth. No full-reference metric is possible, so it
+4. ``dynamic``: a moving object with its own blur over a differently blurred (or still) background on
+   every photo: what ``auto`` hands the network, and what no single kernel explains.
+5. ``real_blur``: real blurry photos without ground truth. No full-reference metric is possible, so it
    prints no-reference figures, output over input: mean gradient magnitude and variance of the Laplacian of
    the luma (> 1 means more high-frequency content: sharper, but ringing and amplified noise also raise
    them, so the pictures are the real check) and the largest shift of a channel's mean in 8-bit levels
@@ -42,7 +44,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without `pip install -e .` (the GPU machine)
 
-FAMILIES = ("synthetic", "heldout", "sharp")
+FAMILIES = ("synthetic", "heldout", "sharp", "dynamic")
 #: Blind-deblurring protocol: shifts of up to this many px are forgiven on the held-out family.
 HELDOUT_MAX_SHIFT = 5
 #: Do-no-harm floor: output vs input PSNR on sharp photos (issue 7).
