@@ -6,6 +6,7 @@ precision, each from a command that can be rerun.
     python bench/perf_report.py tiling --mp 2 --threads 1              # tiled vs whole, same photo, interleaved
     python bench/perf_report.py tiles --mp 3 --sizes 256,384,512,768   # CPU tile-size sweep
     python bench/perf_report.py precision --size 512 --threads 1       # fp32 vs bf16: speed and PSNR
+    python bench/perf_report.py backends --threads 1 --mp 12           # torch fp32/bf16 vs OpenVINO: tile and photo
 
 ``table`` runs each (architecture, threads, precision) in a fresh child process, so its peak resident memory
 (``wait4``'s ru_maxrss of the child alone) is that run's, and reports the model time of ``engine.deblur_array``
@@ -162,7 +163,10 @@ def _session(model: Any, args: argparse.Namespace, tile: int | None, batch: int 
     """The network of a CLI run (``--method network``) around ``model``, with ``tile`` (None: auto plan)."""
     from deblurcli.session import Session
 
-    return Session("network", module=model, device="cpu", precision=args.precision, tile=tile, overlap=args.overlap, batch_size=batch)
+    return Session(
+        "network", module=model, device="cpu", precision=args.precision, tile=tile, overlap=args.overlap, batch_size=batch,
+        backend=args.backend,
+    )
 
 
 def tiling(args: argparse.Namespace) -> None:
@@ -225,6 +229,94 @@ def precision(args: argparse.Namespace) -> None:
           f"{min(t16) * 1e3:.0f} CPU ms ({min(t32) / min(t16):.2f}x), bf16 vs fp32 {-10 * np.log10(mse):.1f} dB")
 
 
+def _median(values: list[float]) -> float:
+    return float(np.median(values))
+
+
+def _ratios(wall: dict[str, float], cpu: dict[str, float], name: str, base: str) -> str:
+    """Speed of ``name`` relative to ``base``: wall clock, and CPU time (what counts on a loaded machine)."""
+    return f"{wall[base] / wall[name]:.2f}x ({cpu[base] / cpu[name]:.2f}x CPU)"
+
+
+def backends(args: argparse.Namespace) -> None:
+    """The backend as a dimension: export/compile cost, one ``--size`` tile (a batch of two, as the Session
+    gives OpenVINO) and a ``--mp`` photo through the engine, for torch fp32, torch bf16 and OpenVINO
+    (bf16, and f32 for the record); interleaved rounds, medians, PSNR against torch fp32."""
+    import torch
+
+    from deblurcli.backends.openvino import OpenVINONetwork
+    from deblurcli.engine import psnr
+
+    model, rgb = _setup(args)
+    threads = int(args.threads)
+    cache = tempfile.TemporaryDirectory()
+    os.environ["XDG_CACHE_HOME"] = cache.name  # a cold cache: the first-run cost below is the export's
+    size = args.size
+    start = time.perf_counter()
+    first = OpenVINONetwork(model, torch.bfloat16, threads)
+    first._ir = first._exported()
+    exported = time.perf_counter()
+    first._queues[(size, size)] = first._compile(size, size)
+    compiled = time.perf_counter()
+    again = OpenVINONetwork(model, torch.bfloat16, threads)
+    again._queues[(size, size)] = again._compile(size, size)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {args.arch}, {threads} thread(s), torch {torch.__version__}, {first.describe()}")
+    print(f"first run: export {exported - start:.1f} s, compile {size}² {compiled - exported:.1f} s; "
+          f"second run (cached export and blob): {time.perf_counter() - compiled:.1f} s")
+
+    wide = synthetic_photo(3.2 * size * size / 1e6, seed=1)  # at least two tiles wide
+    crops = [wide[:size, i * size : (i + 1) * size] for i in range(2)]
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)  # NHWC in memory, as the engine gathers tiles
+    f32 = OpenVINONetwork(model, torch.float32, threads)
+
+    def torch_bf16() -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(x).float()
+
+    runs = {"torch fp32": lambda: model(x), "torch bf16": torch_bf16, "openvino bf16": lambda: first(x), "openvino f32": lambda: f32(x)}
+    with torch.inference_mode():
+        reference = model(x)
+        quality = {name: psnr(fn(), reference) for name, fn in runs.items()}  # also the warm-up (and OV's checks)
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+        for _ in range(args.reps):
+            for name, fn in runs.items():
+                times[name].append(_timed(fn))
+    mp = size * size / 1e6
+    print(f"| {size}² tile, {threads} thread(s) | ms per tile | MP/s | CPU ms per tile | vs torch fp32 | vs torch bf16 | PSNR vs torch fp32 |")
+    print("|---|---|---|---|---|---|---|")
+    wall = {name: _median([t[0] for t in ts]) / 2 for name, ts in times.items()}
+    cpu = {name: _median([t[1] for t in ts]) / 2 for name, ts in times.items()}
+    for name in times:
+        print(f"| {name} | {wall[name] * 1e3:.0f} | {mp / wall[name]:.2f} | {cpu[name] * 1e3:.0f} | {_ratios(wall, cpu, name, 'torch fp32')} | "
+              f"{_ratios(wall, cpu, name, 'torch bf16')} | {quality[name]:.1f} dB |", flush=True)
+
+    if args.mp <= 0:
+        return
+    sessions = {
+        "torch fp32": ("fp32", "torch"), "torch bf16": ("bf16", "torch"), "openvino bf16": ("bf16", "openvino"),
+    }
+    from deblurcli.session import Session
+
+    built = {name: Session("network", module=model, device="cpu", precision=p, backend=b, overlap=args.overlap, tile=args.tile) for name, (p, b) in sessions.items()}
+    reference_photo = built["torch fp32"].run_network(rgb)  # also the warm-up of each session (and OV's compile)
+    agree = {name: psnr(torch.from_numpy(s.run_network(rgb)), torch.from_numpy(reference_photo)) for name, s in built.items() if name != "torch fp32"}
+    photo: dict[str, list[tuple[float, float]]] = {name: [] for name in built}
+    for _ in range(args.reps):
+        for name, session in built.items():
+            photo[name].append(_timed(lambda session=session: session.run_network(rgb)))
+    h, w, _ = rgb.shape
+    plan = built["openvino bf16"].plan
+    print(f"| {w}x{h} photo ({h * w / 1e6:.1f} MP), {threads} thread(s), {plan.describe() if plan else ''} | s | MP/s | CPU s | vs torch fp32 | vs torch bf16 | PSNR vs torch fp32 |")
+    print("|---|---|---|---|---|---|---|")
+    wall = {name: _median([t[0] for t in ts]) for name, ts in photo.items()}
+    cpu = {name: _median([t[1] for t in ts]) for name, ts in photo.items()}
+    for name in photo:
+        db = f"{agree[name]:.1f} dB" if name in agree else "reference"
+        print(f"| {name} | {wall[name]:.1f} | {h * w / 1e6 / wall[name]:.2f} | {cpu[name]:.1f} | {_ratios(wall, cpu, name, 'torch fp32')} | "
+              f"{_ratios(wall, cpu, name, 'torch bf16')} | {db} |", flush=True)
+    cache.cleanup()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -234,6 +326,7 @@ def main() -> None:
     common.add_argument("--tile", type=int, default=None, help="tile side (default: the engine's auto plan)")
     common.add_argument("--batch", type=int, default=1, help="tiles per batch")
     common.add_argument("--reps", type=int, default=2)
+    common.add_argument("--backend", default="torch", help="torch (the figures of docs/performance.md), openvino or auto")
     p = sub.add_parser("table", parents=[common], help="speed and peak RSS per architecture")
     p.add_argument("--only", default=None, help=f"comma-separated presets (default {','.join(GENERATORS)})")
     p.add_argument("--mp", type=float, default=12.0)
@@ -251,12 +344,16 @@ def main() -> None:
     p = sub.add_parser("precision", parents=[common], help="fp32 vs bf16")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--threads", default="1")
+    p = sub.add_parser("backends", parents=[common], help="torch vs OpenVINO: one tile and one photo")
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--mp", type=float, default=12.0, help="photo for the end-to-end figures (0: tiles only)")
+    p.add_argument("--threads", default="1")
     p = sub.add_parser("_child", parents=[common])
     p.add_argument("--mp", type=float, required=True)
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--precision", default="fp32")
     args = parser.parse_args()
-    {"table": table, "tiling": tiling, "tiles": tiles, "precision": precision, "_child": child}[args.cmd](args)
+    {"table": table, "tiling": tiling, "tiles": tiles, "precision": precision, "backends": backends, "_child": child}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ MIN_REDUCED_PSNR = 45.0
 PROBE_SIDE = 256
 
 ProgressFn = Callable[[int, int], None]
+#: Another runtime for the network (:mod:`deblurcli.backends`): given a batch of NCHW tiles (NHWC in memory),
+#: the network's output, or None when it cannot run faithfully; the engine then runs torch from there on.
+Backend = Callable[[torch.Tensor], "torch.Tensor | None"]
 
 #: The last ``torch.compile`` wrapper and the model it wraps: a folder run reuses one model for every photo,
 #: and keeping only one bounds what the cache holds on to.
@@ -124,7 +127,7 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-def _input_format(model: nn.Module) -> torch.memory_format:
+def input_format(model: nn.Module) -> torch.memory_format:
     """Feed tiles in the layout of the model's convolution weights, so no layer has to transpose them."""
     weight = next((p for p in model.parameters() if p.dim() == 4), None)
     if weight is not None and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
@@ -139,7 +142,8 @@ def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     return batch.to(device)
 
 
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR (dB, range 1) of ``a`` against ``b``, both clamped to [0, 1]: how reduced precision is judged."""
     mse = float((a.clamp(0, 1) - b.clamp(0, 1)).double().square().mean())
     return math.inf if mse == 0 else -10.0 * math.log10(mse)
 
@@ -157,7 +161,8 @@ class _Runner:
 
     Before the first reduced-precision batch, a probe crop of it runs in both precisions; if they differ by
     more than ``MIN_REDUCED_PSNR`` allows (weights with large activations, a CPU whose bf16 path rounds
-    badly), the whole run continues in fp32. NaN/inf later in the run also falls back to fp32.
+    badly), the whole run continues in fp32. NaN/inf later in the run also falls back to fp32. A ``backend``
+    runs the batches instead, checking its own precision, until it says it cannot (returns None).
     """
 
     model: nn.Module
@@ -165,6 +170,7 @@ class _Runner:
     precision: torch.dtype
     memory_format: torch.memory_format = torch.contiguous_format
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    backend: Backend | None = None
     checked: bool = field(default=False)
 
     def __post_init__(self) -> None:
@@ -184,14 +190,19 @@ class _Runner:
         if not bool(torch.isfinite(low).all()):
             log.warning("%s produced NaN/inf values; rerunning in fp32", name)
             return False
-        psnr = _psnr(low, self.forward(probe).float())
-        if psnr >= MIN_REDUCED_PSNR:
-            log.debug("%s matches fp32 at %.1f dB on a probe crop", self.precision, psnr)
+        db = psnr(low, self.forward(probe).float())
+        if db >= MIN_REDUCED_PSNR:
+            log.debug("%s matches fp32 at %.1f dB on a probe crop", self.precision, db)
             return True
-        log.warning("%s output is only %.1f dB from fp32 (need %.0f); running in fp32", name, psnr, MIN_REDUCED_PSNR)
+        log.warning("%s output is only %.1f dB from fp32 (need %.0f); running in fp32", name, db, MIN_REDUCED_PSNR)
         return False
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.backend is not None:
+            out = self.backend(batch)
+            if out is not None:
+                return out
+            self.backend = None
         x = _to_device(batch, self.device).contiguous(memory_format=self.memory_format)
         assert self.forward is not None
         if self.precision != torch.float32 and not self.checked:
@@ -280,6 +291,7 @@ def deblur_array(
     precision: torch.dtype = torch.float32,
     progress: ProgressFn | None = None,
     compile: bool = False,
+    backend: Backend | None = None,
 ) -> np.ndarray:
     """Run ``model`` over an ``H x W x 3`` float32 photo in [0, 1] and return the result, same shape.
 
@@ -289,7 +301,8 @@ def deblur_array(
     ``progress(done, total)`` is called after each batch (``total`` restarts if an OOM forces a smaller
     tile). The model must already be on ``device`` in eval mode (:func:`prepare_model`); tiles are fed in
     its weights' memory layout. ``compile`` runs it through ``torch.compile`` (pays only on long runs: the
-    first call per tile shape compiles).
+    first call per tile shape compiles). ``backend`` (CPU only) runs the batches in another runtime, with
+    torch (at ``precision``) taking over if it gives up; the tiling, and so tiled = whole, is the same.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise DeblurError(f"expected an H x W x 3 RGB array, got shape {tuple(rgb.shape)}")
@@ -305,7 +318,7 @@ def deblur_array(
     floor = min_tile(model, plan.overlap)
     tile = whole_side if plan.tile == 0 else max(floor, plan.tile // multiple * multiple)
     batch_size = max(1, plan.batch_size)
-    run = _Runner(model, device, precision, memory_format=_input_format(model), forward=compiled(model) if compile else model)
+    run = _Runner(model, device, precision, memory_format=input_format(model), forward=compiled(model) if compile else model, backend=backend)
     while True:
         try:
             with torch.inference_mode():

@@ -154,6 +154,7 @@ def deblur_paths(
     refiner: str = "auto",
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "auto",
     tile: int | None = None,
     overlap: int = 32,
     strength: float = 1.0,
@@ -199,7 +200,7 @@ def deblur_paths(
         "method": method, "model": model, "weights": None if weights is None else str(Path(weights).absolute()),
         "kernel": None if kernel is None else str(Path(kernel).absolute()), "kernel_size": kernel_size,
         "refiner": str(Path(refiner).absolute()) if is_weights_file(refiner) else refiner,
-        "device": device, "precision": precision, "tile": tile, "overlap": overlap, "strength": strength,
+        "device": device, "precision": precision, "backend": backend, "tile": tile, "overlap": overlap, "strength": strength,
     }
     if todo:
         by_index.update(_run_on_ray(todo, session, vars(settings), address, cluster or ClusterOptions()))

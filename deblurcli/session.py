@@ -11,7 +11,9 @@ builds a :class:`Session` and calls it per photo, as Real-ESRGAN's ``RealESRGANe
    CPU/CUDA), and its tile plan (:mod:`deblurcli.tiling`: one probe forward pass for ``--tile auto``);
 4. the refiner, when the kernel method may run: a network that takes the deconvolution (its ringing,
    amplified noise and small kernel errors) to a sharp photo (the catalogue's ``refine`` entry by default,
-   none when the catalogue ships none), with a tile plan of its own.
+   none when the catalogue ships none), with a tile plan of its own;
+5. the backend of each network (:mod:`deblurcli.backends`): torch, or OpenVINO on CPU (``backend="auto"``
+   picks it where it is installed and can run the network in bf16).
 
 Failures here are :class:`~deblurcli.errors.DeblurError` subclasses the caller shows as one line; nothing is
 read or written yet. Per photo, :meth:`Session.deblur` returns a :class:`Result` that says which method ran,
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from deblurcli.backends.openvino import OpenVINONetwork
     from deblurcli.kernel.estimate import KernelEstimate
     from deblurcli.tiling import TilePlan
 
@@ -83,6 +86,8 @@ class Session:
     known blur kernel (a PSF file, or a 2-D array): the photo is deconvolved with it, nothing is estimated.
     ``kernel_size`` is the largest kernel the estimator looks for, in pixels of the photo. ``refiner``:
     ``"auto"`` (the catalogue's refiner, if one is shipped), ``"none"``/None, a catalogue name, or a weights file.
+    ``backend``: ``"auto"``, ``"torch"`` or ``"openvino"``; None: ``$DEBLUR_BACKEND``, else auto
+    (:func:`deblurcli.backends.resolve_backend`).
     """
 
     def __init__(
@@ -103,6 +108,7 @@ class Session:
         kernel: str | Path | np.ndarray | torch.Tensor | None = None,
         kernel_size: int = 35,
         refiner: str | Path | None = "auto",
+        backend: str | None = None,
     ) -> None:
         from deblurcli.devices import resolve_device, resolve_precision, set_threads
         from deblurcli.engine import check_strength
@@ -123,7 +129,9 @@ class Session:
         self.device_picked = device == "auto"
         self.precision: torch.dtype = resolve_precision(precision, self.device, inference=True)
         self.known_kernel = None if kernel is None else _as_kernel(kernel)
+        self.backend_choice = backend
         self.model: nn.Module | None = None
+        self.backend: OpenVINONetwork | None = None
         self.model_label = ""
         self.plan: TilePlan | None = None
         if self.method != "kernel":
@@ -131,6 +139,7 @@ class Session:
         self.refiner: nn.Module | None = None
         self.refiner_label = ""
         self.refiner_plan: TilePlan | None = None
+        self.refiner_backend: OpenVINONetwork | None = None
         if self.method != "network":
             self._load_refiner(refiner, tile, batch_size)
 
@@ -139,6 +148,7 @@ class Session:
     def _load_network(
         self, name: str | None, weights: str | Path | None, module: nn.Module | None, tile: int | None, batch_size: int | None
     ) -> None:
+        from deblurcli.backends import resolve_backend
         from deblurcli.engine import prepare_model
         from deblurcli.tiling import plan_tiles
         from deblurcli.weights import default_model_name, load_generator
@@ -153,8 +163,11 @@ class Session:
             self.model = prepare_model(load_generator(name=name, weights=path), self.device)
             self.model_label = str(weights) if weights is not None else str(name)
         self.plan = plan_tiles(self.model, self.device, tile=tile, overlap=self.overlap, batch_size=batch_size)
+        self.backend = resolve_backend(self.backend_choice, self.model, self.device, self.precision, compile=self.compile)
+        self.plan = _fill_streams(self.plan, self.backend, batch_size)
 
     def _load_refiner(self, refiner: str | Path | None, tile: int | None, batch_size: int | None) -> None:
+        from deblurcli.backends import resolve_backend
         from deblurcli.engine import prepare_model
         from deblurcli.tiling import plan_tiles
         from deblurcli.weights import default_refiner_name, load_generator
@@ -167,6 +180,8 @@ class Session:
         self.refiner = prepare_model(module, self.device)
         self.refiner_label = str(refiner)
         self.refiner_plan = plan_tiles(self.refiner, self.device, tile=tile, overlap=self.overlap, batch_size=batch_size)
+        self.refiner_backend = resolve_backend(self.backend_choice, self.refiner, self.device, self.precision, compile=self.compile)
+        self.refiner_plan = _fill_streams(self.refiner_plan, self.refiner_backend, batch_size)
 
     def with_strength(self, strength: float) -> Session:
         """This session at another ``strength``, sharing its loaded networks and tile plans.
@@ -190,10 +205,12 @@ class Session:
         precision = str(self.precision).replace("torch.", "")
         parts = [f"method {self.method}", f"device {self.device}{' (auto)' if self.device_picked else ''}"]
         if self.model is not None and self.plan is not None:
-            parts += [f"model {self.model_label} ({type(self.model).__name__})", f"precision {precision}", self.plan.describe()]
+            parts += [f"model {self.model_label} ({type(self.model).__name__})", f"precision {precision}"]
+            parts += [f"backend {_backend_name(self.backend)}", self.plan.describe()]
         if self.method != "network":
             parts.append("known kernel" if self.known_kernel is not None else f"kernels up to {self.kernel_size} px")
-            parts.append(f"refiner {self.refiner_label}" if self.refiner is not None else "no refiner")
+            refiner = f"refiner {self.refiner_label} (backend {_backend_name(self.refiner_backend)})"
+            parts.append(refiner if self.refiner is not None else "no refiner")
         return ", ".join(parts)
 
     # ---------------------------------------------------------------------------------------- per photo
@@ -225,7 +242,7 @@ class Session:
             raise DeblurError("this session has no network (method 'kernel')")
         return deblur_array(
             self.model, rgb, device=self.device, plan=self.plan, precision=self.precision, progress=progress,
-            compile=self.compile,
+            compile=self.compile, backend=self.backend,
         )
 
     def refine(self, deconvolved: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:
@@ -236,7 +253,7 @@ class Session:
             return deconvolved
         return deblur_array(
             self.refiner, deconvolved, device=self.device, plan=self.refiner_plan, precision=self.precision,
-            progress=progress, compile=self.compile,
+            progress=progress, compile=self.compile, backend=self.refiner_backend,
         )
 
     def run_kernel(self, rgb: np.ndarray, kernel: torch.Tensor, noise: float | None, progress: ProgressFn | None = None) -> np.ndarray:
@@ -315,6 +332,20 @@ DECONV_TILE = {"cpu": 1024, "mps": 1024, "cuda": 2048}
 def _deconv_tile(deconvolver: nn.Module, device: torch.device) -> int:
     margin = int(getattr(deconvolver, "tile_margin", 0))
     return max(DECONV_TILE.get(device.type, 1024), 4 * margin + 64)
+
+
+def _fill_streams(plan: TilePlan, backend: OpenVINONetwork | None, batch_size: int | None) -> TilePlan:
+    """``plan`` with at least one tile per OpenVINO stream in a batch, so that its infer requests overlap
+    (a CPU plan has one tile per batch); a batch size the caller chose is kept."""
+    import dataclasses
+
+    if backend is None or batch_size is not None or plan.tile == 0 or plan.batch_size >= backend.streams:
+        return plan
+    return dataclasses.replace(plan, batch_size=backend.streams)
+
+
+def _backend_name(backend: OpenVINONetwork | None) -> str:
+    return "torch" if backend is None else backend.describe()
 
 
 def _module_device(module: nn.Module) -> torch.device | None:

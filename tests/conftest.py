@@ -22,6 +22,13 @@ def _no_user_default_model(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: py
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
 
 
+@pytest.fixture(autouse=True)
+def _torch_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests' expected pixels are torch's, and ``--backend auto`` would run OpenVINO where it is
+    installed on a bf16 CPU; tests/test_backends.py chooses its backend explicitly (or unsets this)."""
+    monkeypatch.setenv("DEBLUR_BACKEND", "torch")
+
+
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """Run torch single-threaded for a test: on a shared 2-core machine, OpenMP threads that wait for a busy

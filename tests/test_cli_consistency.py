@@ -17,6 +17,7 @@ from deblurcli.weights import save_generator
 TILE = "--tile [auto|0|N]"
 DEVICE = "--device [auto|cpu|cuda[:N]|mps]"
 PRECISION = "--precision [auto|fp32|bf16|fp16]"
+BACKEND = "--backend [auto|torch|openvino]"
 
 
 def helptext(*args: str) -> str:
@@ -38,7 +39,7 @@ def test_group_help_shows_the_default_commands_options_and_marks_it() -> None:
 @pytest.mark.parametrize("command", [(), ("eval",), ("cluster",)])
 def test_inference_commands_share_metavars_and_precision_help(command: tuple[str, ...]) -> None:
     text = " ".join(helptext(*command).split())  # unwrapped
-    for option in (TILE, DEVICE, PRECISION):
+    for option in (TILE, DEVICE, PRECISION, BACKEND):
         assert option in text
     assert "auto: bf16 on CPUs with native bf16 (AVX512-BF16, AMX or Arm BF16), else fp32" in text
 

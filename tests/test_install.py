@@ -52,6 +52,8 @@ def test_base_dependencies_are_inference_only_and_dev_pulls_the_test_extras() ->
     assert any("train" in r and "eval" in r for r in extras["all"])
     assert any(r.startswith("deblurcli[") and "train" in r and "eval" in r for r in extras["dev"])
     assert {"pytest", "hypothesis", "piexif"} <= _requirement_names(extras["dev"])
+    assert "openvino" in _requirement_names(extras["openvino"])  # --backend openvino, tested in CI through dev
+    assert any("openvino" in r for r in extras["all"]) and any(r.startswith("deblurcli[") and "openvino" in r for r in extras["dev"])
 
 
 def _cli_without_extras(home: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:

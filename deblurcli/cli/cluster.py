@@ -17,6 +17,7 @@ import click
 
 from deblurcli.cli.options import (
     INFERENCE_PRECISION_HELP,
+    backend_option,
     device_option,
     method_options,
     model_option,
@@ -40,6 +41,7 @@ from deblurcli.cli.options import (
 @tiling_options
 @device_option("Device on each worker (auto: its GPU if it has one, else its CPU).")
 @precision_option(INFERENCE_PRECISION_HELP)
+@backend_option
 @output_options
 @click.option("--save-kernel", is_flag=True, help="Also write NAME_kernel.png: the blur kernel that was estimated (or given).")
 @click.option("--allow-huge", is_flag=True, help="Read images above the decompression-bomb limit.")
@@ -66,6 +68,7 @@ def command(
     overlap: int,
     device: str,
     precision: str,
+    backend: str,
     strength: float,
     compare: bool,
     overwrite: bool,
@@ -100,8 +103,8 @@ def command(
     try:
         outcomes = deblur_paths(
             inputs, output, recursive=recursive, method=method, model=model_name, weights=weights, kernel=kernel,
-            kernel_size=kernel_size, refiner=refiner, device=device, precision=precision, tile=tile, overlap=overlap,
-            strength=strength, compare=compare, save_kernel=save_kernel, overwrite=overwrite,
+            kernel_size=kernel_size, refiner=refiner, device=device, precision=precision, backend=backend, tile=tile,
+            overlap=overlap, strength=strength, compare=compare, save_kernel=save_kernel, overwrite=overwrite,
             allow_huge=allow_huge, quality=quality, address=address,
             cluster=ClusterOptions(actors, cpus_per_actor, gpus_per_actor),
         )

@@ -32,6 +32,7 @@ import click
 
 from deblurcli.cli.options import (
     INFERENCE_PRECISION_HELP,
+    backend_option,
     device_option,
     method_options,
     model_option,
@@ -96,6 +97,7 @@ class Report:
 @click.option("--no-lpips", is_flag=True, help="Leave LPIPS out (no ImageNet backbone needed); the same switch as in 'deblur train'.")
 @device_option("Where the model and the metrics run (auto: CUDA, else MPS, else CPU).")
 @precision_option(INFERENCE_PRECISION_HELP)
+@backend_option
 @tile_option
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N pairs (sorted by name).")
 def command(
@@ -120,6 +122,7 @@ def command(
     no_lpips: bool,
     device: str,
     precision: str,
+    backend: str,
     tile: int | None,
     limit: int | None,
 ) -> None:
@@ -162,6 +165,7 @@ def command(
             lpips_net="none" if no_lpips else lpips_net,
             device=device,
             precision=precision,
+            backend=backend,
             tile=tile,
             limit=limit,
         )
@@ -210,6 +214,7 @@ def evaluate(
     lpips_net: str = "alex",
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "auto",
     tile: int | None = None,
     limit: int | None = None,
 ) -> Report:
@@ -231,7 +236,7 @@ def evaluate(
     else:
         produce, source = _session_outputs(
             method=method, model=model_name, weights=weights, kernel=kernel, kernel_size=kernel_size, refiner=refiner, device=device,
-            precision=precision, tile=tile,
+            precision=precision, backend=backend, tile=tile,
         )
     for line in problems[:10]:
         click.echo(f"warning: {line}", err=True)

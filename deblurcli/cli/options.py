@@ -55,6 +55,25 @@ def precision_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[
     return click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help=help_text)
 
 
+def _check_backend(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """``--backend openvino`` without OpenVINO is one line naming the extra, before any photo is looked at."""
+    if value == "openvino":
+        require_extra("openvino", "openvino")
+    return value
+
+
+def backend_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--backend``: which runtime runs the network (:mod:`deblurcli.backends`)."""
+    from deblurcli.backends import BACKEND_ENV, BACKENDS
+
+    return click.option(
+        "--backend", type=click.Choice(BACKENDS, case_sensitive=False), default="auto", show_default=True,
+        envvar=BACKEND_ENV, show_envvar=True, callback=_check_backend,
+        help="Runtime of the network. openvino: CPU only, NAFNet models, the 'openvino' extra; auto: openvino "
+        "where it is installed and the precision is bf16, else torch.",
+    )(command)
+
+
 def output_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--strength``, ``--compare``, ``--overwrite``: how results are written, the same for the CLI and Ray."""
     command = click.option("--overwrite", is_flag=True, help="Replace outputs that already exist (default: skip them).")(command)
@@ -63,8 +82,10 @@ def output_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def device_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--device``, ``--precision``, ``--threads``: where and how the work runs, for every inference command."""
+    """``--device``, ``--precision``, ``--backend``, ``--threads``: where and how the work runs, for every
+    inference command."""
     command = click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: PyTorch's choice).")(command)
+    command = backend_option(command)
     command = precision_option(INFERENCE_PRECISION_HELP)(command)
     return device_option("Where the network runs (auto: CUDA, else MPS, else CPU; an absent device is an error).")(command)
 
