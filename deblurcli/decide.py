@@ -12,6 +12,10 @@ and documented in one place (docs/how_deblurcli_decides.md explains it for users
 3. **Anything else** -- an unconfident estimate means the blur is not one kernel (moving objects,
    spatially varying shake, defocus) or the photo gives the estimator too little to work with (flat,
    tiny, noise): the network, which never makes such photos worse by deconvolving with a wrong kernel.
+4. **Checked after deconvolving** -- the kernel was judged on a few windows; where a moving object is
+   blurred by its own motion elsewhere in the photo, the deconvolution re-blurred by the kernel misses the
+   input by far more than the noise (:mod:`deblurcli.kernel.residual`). When more than
+   :data:`MAX_UNEXPLAINED` of the photo is missed like that, auto hands the photo to the network after all.
 
 ``--method kernel`` skips step 3's fallback (the user asked for deconvolution: an unconfident estimate is
 still used, with a note) but keeps the sharp-photo gate.
@@ -30,6 +34,9 @@ METHODS: tuple[str, ...] = ("auto", "network", "kernel")
 #: Confidence at which auto trusts the kernel (the estimator calibrates its score so that >= 0.5 means
 #: "deconvolving with it is expected to help").
 MIN_CONFIDENCE = 0.5
+#: Share of the photo's blocks the kernel may leave unexplained (``kernel.residual``) before auto calls the
+#: photo a dynamic scene and uses the network.
+MAX_UNEXPLAINED = 0.025
 #: Below this side (px) the estimator has too little to go on; auto uses the network.
 MIN_SIDE = 64
 
@@ -63,3 +70,14 @@ def decide(estimate: KernelEstimate, *, method: str, has_network: bool) -> Choic
     if estimate.confidence >= MIN_CONFIDENCE:
         return Choice("kernel", f"camera shake: a {estimate.size} px kernel, confidence {estimate.confidence:.2f}")
     return Choice(fallback, f"not a single camera-shake kernel (confidence {estimate.confidence:.2f}): {fallback}")
+
+
+def after_deconvolution(unexplained: float, *, method: str, has_network: bool) -> Choice | None:
+    """Step 4: the choice that replaces a deconvolution leaving ``unexplained`` of the photo unexplained, if
+    any. ``--method kernel`` keeps its deconvolution (the caller notes the share)."""
+    if method != "auto" or unexplained <= MAX_UNEXPLAINED:
+        return None
+    fallback: Literal["network", "unchanged"] = "network" if has_network else "unchanged"
+    return Choice(
+        fallback, f"the kernel leaves {unexplained:.0%} of the photo unexplained (moving objects?): {fallback}"
+    )

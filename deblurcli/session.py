@@ -274,7 +274,7 @@ class Session:
 
     def _estimated(self, rgb: np.ndarray, progress: ProgressFn | None) -> Result:
         """Kernel method or auto: estimate, gate, then deconvolve or hand the photo to the network."""
-        from deblurcli.decide import decide, without_estimate
+        from deblurcli.decide import MAX_UNEXPLAINED, after_deconvolution, decide, without_estimate
 
         has_network = self.model is not None
         early = without_estimate(method=self.method, photo_shape=rgb.shape[:2], has_network=has_network)
@@ -291,7 +291,31 @@ class Session:
         if choice.method == "network":
             return Result(self.run_network(rgb, progress), "network", **common)
         noise = estimate.details.get("noise")
-        return Result(self.refine(self.run_kernel(rgb, kernel, noise, progress), progress), "kernel", **common)
+        deconvolved = self.run_kernel(rgb, kernel, noise, progress)
+        unexplained = self.unexplained(rgb, deconvolved, kernel, noise)
+        late = after_deconvolution(unexplained, method=self.method, has_network=has_network)
+        if late is not None:
+            log.debug("%s: %s", late.method, late.reason)
+            common["notes"].append(late.reason)
+            out = self.run_network(rgb, progress) if late.method == "network" else rgb.copy()
+            return Result(out, late.method, **common)
+        if unexplained > MAX_UNEXPLAINED:
+            common["notes"].append(f"the kernel leaves {unexplained:.0%} of the photo unexplained (moving objects?)")
+        return Result(self.refine(deconvolved, progress), "kernel", **common)
+
+    @staticmethod
+    def unexplained(rgb: np.ndarray, deconvolved: np.ndarray, kernel: torch.Tensor, noise: float | None) -> float:
+        """Share of ``rgb`` (luma) that its deconvolution with ``kernel`` does not re-blur back to (step 4 of
+        :mod:`deblurcli.decide`)."""
+        import torch
+
+        from deblurcli.kernel.noise import estimate_noise
+        from deblurcli.kernel.residual import unexplained_share
+
+        grey = torch.from_numpy(np.ascontiguousarray(luma(rgb)))
+        if noise is None:
+            noise = estimate_noise(grey[None])
+        return unexplained_share(grey, torch.from_numpy(np.ascontiguousarray(luma(deconvolved))), kernel, noise)
 
     def estimate(self, rgb: np.ndarray) -> KernelEstimate:
         """The blind kernel estimate of ``rgb`` (on its luma), for kernels up to the session's maximum size and

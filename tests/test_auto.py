@@ -117,6 +117,32 @@ def test_auto_hands_spatially_varying_blur_to_the_network() -> None:
     assert result.confidence is not None and result.confidence < 0.5
 
 
+@pytest.mark.parametrize("method", ["auto", "kernel"])
+def test_a_deconvolution_that_leaves_much_unexplained_goes_to_the_network_under_auto(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 4 of decide.py: the kernel passed the estimator's checks, but its deconvolution does not re-blur
+    to a fifth of the photo (a moving object elsewhere); auto uses the network, --method kernel says so."""
+    seen: list[float] = []
+
+    def unexplained(rgb: np.ndarray, deconvolved: np.ndarray, kernel: torch.Tensor, noise: float | None) -> float:
+        seen.append(float(np.abs(deconvolved - rgb).mean()))
+        return 0.2
+
+    monkeypatch.setattr(Session, "unexplained", staticmethod(unexplained))
+    network = Recorder()
+    blurry = blur(shapes(128, 128), bent_path())
+    session = Session(method, module=network, device="cpu", refiner="none")
+    network.calls = 0
+    result = session.deblur(blurry)
+    assert len(seen) == 1 and seen[0] > 0  # measured on the deconvolution, not on the input
+    assert "20% of the photo unexplained" in " ".join(result.notes)
+    if method == "auto":
+        assert result.method == "network" and network.calls >= 1
+    else:
+        assert result.method == "kernel" and network.calls == 0
+
+
 def test_a_known_kernel_is_used_as_given() -> None:
     truth = shapes(96, 96, seed=3)
     kernel = bent_path()
