@@ -32,8 +32,24 @@ BLOCK = 32
 RATIO = 20.0
 #: Values at or above this (in [0, 1]) are treated as clipped: the blur model does not hold there.
 CLIPPED = 0.97
+#: Cell side (px) of the grid clipped highlights are dilated on.
+CELL = 8
 #: Smallest noise std divided by: below about one 8-bit level, quantisation and JPEG residue dominate.
 NOISE_FLOOR = 0.004
+
+
+def _reach_of_clipping(y: torch.Tensor, size: int) -> torch.Tensor:
+    """1 where a clipped pixel lies within ``size // 2`` px (a clipped pixel spoils the residual of every
+    pixel its blur reaches), else 0; ``y`` is ``1 x 1 x H x W``.
+
+    Dilated on a grid of ``CELL`` px cells and expanded back, so it costs a few passes over the photo
+    instead of ``size**2`` comparisons per pixel (22 s on a 12 MP photo): it marks at most a cell more.
+    """
+    h, w = y.shape[-2:]
+    cells = F.max_pool2d((y >= CLIPPED).float(), CELL, ceil_mode=True)
+    reach = size // 2 // CELL + 1
+    cells = F.max_pool2d(cells, 2 * reach + 1, stride=1, padding=reach)
+    return cells.repeat_interleave(CELL, dim=-2).repeat_interleave(CELL, dim=-1)[..., :h, :w]
 
 
 def unexplained_share(blurry: torch.Tensor, deconvolved: torch.Tensor, kernel: torch.Tensor, noise: float) -> float:
@@ -48,8 +64,7 @@ def unexplained_share(blurry: torch.Tensor, deconvolved: torch.Tensor, kernel: t
     k = kernel.float().to(y.device)
     size = k.shape[-1] | 1
     residual = (apply_kernels(x, k[None, None], padding="replicate") - y) ** 2
-    # A clipped pixel spoils the residual of every pixel its blur reaches.
-    usable = 1.0 - F.max_pool2d((y >= CLIPPED).float(), size, stride=1, padding=size // 2)
+    usable = 1.0 - _reach_of_clipping(y, size)
     margin = size // 2 + BLOCK
     h, w = y.shape[-2:]
     if h < 2 * margin + BLOCK or w < 2 * margin + BLOCK:
