@@ -29,18 +29,18 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Literal
 
 from deblurcli.errors import WeightsError
 
+if TYPE_CHECKING:  # torch is imported where weights are read, so `deblur models` starts without it
+    import torch
+    from torch import nn
+
+    from deblurcli.models.spandrel import SpandrelGenerator
+
 #: the name ``deblur`` uses when no model is given and no bundled file is present.
 DEFAULT_MODEL = "nafnet-s"
-
-#: a spandrel model's receptive field is unknown to us; this many pixels at a tile edge are discarded.
-SPANDREL_TILE_MARGIN = 32
 
 #: keys that wrap the real state dict in training checkpoints, in order of preference (BasicSR evaluates
 #: with the EMA weights when a checkpoint has them).
@@ -76,6 +76,9 @@ class ModelEntry:
     #: ``deblur``: maps a blurry photo to a sharp one (offered as ``--model``); ``refine``: maps the kernel
     #: method's deconvolution (its ringing, noise and small kernel errors) to a sharp photo, run after it.
     role: Literal["deblur", "refine"] = "deblur"
+    #: parameters of ``arch`` at ``config`` (a test builds each model to check), so that listing the
+    #: catalogue does not have to import torch to count them
+    params: int | None = None
 
     def __post_init__(self) -> None:
         if self.source not in ("bundled", "hub") or (self.source == "hub" and not (self.repo_id and self.revision)):
@@ -332,6 +335,8 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     while isinstance(obj, Mapping):
         inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:
@@ -354,6 +359,8 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     unwrapped from BasicSR's ``params_ema``/``params`` or Lightning's ``state_dict``.
     """
     import pickle
+
+    import torch
 
     path = Path(path)
     if not os.path.lexists(path):
@@ -406,30 +413,10 @@ def save_generator(model: nn.Module, path: Path, metadata: Mapping[str, Any]) ->
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
-class SpandrelGenerator(nn.Module):
-    """A model loaded by the optional ``spandrel`` package, behind the deblurcli generator contract.
-
-    spandrel pads inputs to the model's size requirements and clamps to [0, 1] itself; its receptive field
-    is unknown to us, so ``tile_margin`` is a generous ``SPANDREL_TILE_MARGIN``. ``config`` records the
-    spandrel architecture for reports; it cannot be rebuilt with ``registry.build``.
-    """
-
-    tile_margin = SPANDREL_TILE_MARGIN
-
-    def __init__(self, descriptor: Any) -> None:
-        super().__init__()
-        self.descriptor = descriptor
-        self.net = descriptor.model  # registered, so .to()/.eval() reach the real parameters
-        self.size_multiple = int(descriptor.size_requirements.multiple_of)
-        self.config = {"spandrel_arch": str(descriptor.architecture.id)}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.descriptor(x)
-
-
 def _load_spandrel(state: dict[str, torch.Tensor], path: Path, sample: str) -> SpandrelGenerator:
     """Let spandrel recognise an architecture deblurcli does not know (Restormer, FFTformer, Uformer, ...)."""
     from deblurcli.models.registry import GENERATORS
+    from deblurcli.models.spandrel import SpandrelGenerator
 
     ours = ", ".join(GENERATORS)
     try:
@@ -535,6 +522,8 @@ def _check_fit(arch: str, config: dict[str, Any], state: Mapping[str, torch.Tens
     memory than the file's own tensors, which are already loaded (an ``intro.weight`` 4096 wide asked
     for tens of GB before).
     """
+    import torch
+
     from deblurcli.models.registry import build, spec_for
 
     try:

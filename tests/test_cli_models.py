@@ -140,3 +140,33 @@ def test_a_refiner_is_listed_as_one_and_not_offered_as_a_model(tmp_path: Path, m
         refused = CliRunner().invoke(group, args)
         assert refused.exit_code == 2
         assert "model 'refiner-a' refines deconvolutions (pass it as --refiner); choose one of: deblur-b (see" in refused.output
+
+
+def test_the_catalogue_counts_parameters_exactly_as_the_models_have_them() -> None:
+    import torch
+
+    from deblurcli.models.registry import build
+    from deblurcli.weights import list_models
+
+    for entry in list_models():
+        with torch.device("meta"):
+            model = build(entry.arch, entry.config)
+        assert entry.params == sum(p.numel() for p in model.parameters()), entry.name
+
+
+def test_listing_models_does_not_import_torch() -> None:
+    """`deblur models` and `models show` answer in well under a second: torch's import alone takes one."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from deblurcli.cli import group\n"
+        "for args in (['models'], ['models', 'show', 'nafnet-s']):\n"
+        "    result = CliRunner().invoke(group, args)\n"
+        "    assert result.exit_code == 0, result.output\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -17,6 +17,7 @@ from deblurcli.errors import WeightsError
 from deblurcli.models.dgf import DGF
 from deblurcli.models.nafnet import TLC_LOCAL_POOL, NAFNet
 from deblurcli.models.patchgan import PatchGAN
+from deblurcli.models.spandrel import SPANDREL_TILE_MARGIN, SpandrelGenerator
 from deblurcli.models.registry import PRESETS
 from deblurcli.weights import (
     DEFAULT_MODEL,
@@ -356,8 +357,8 @@ def _dncnn_file(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
 def test_spandrel_loads_architectures_we_do_not_know(tmp_path: Path) -> None:
     path, net = _dncnn_file(tmp_path)
     model = load_generator(weights=path)
-    assert isinstance(model, weights.SpandrelGenerator)
-    assert model.size_multiple == 1 and model.tile_margin == weights.SPANDREL_TILE_MARGIN
+    assert isinstance(model, SpandrelGenerator)
+    assert model.size_multiple == 1 and model.tile_margin == SPANDREL_TILE_MARGIN
     assert model.config == {"spandrel_arch": "DnCNN"}
     x = torch.rand(1, 3, 21, 17)
     with torch.no_grad():
