@@ -120,6 +120,7 @@ def cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path / "cache" / "deblurcli" / "openvino"
 
 
+@pytest.mark.own_process
 def test_auto_is_openvino_for_a_bf16_nafnet_on_cpu(cache: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DEBLUR_BACKEND")
     session = Session("auto", weights=model_file, device="cpu", precision="bf16", refiner=str(model_file))
@@ -135,6 +136,7 @@ def test_explicit_openvino_refuses_what_it_cannot_run(cache: Path) -> None:
         resolve_backend("openvino", busy_nafnet(), CPU, torch.float16)
 
 
+@pytest.mark.own_process
 @pytest.mark.parametrize("precision", ["fp32", "auto"])
 def test_openvino_matches_torch_fp32_tiled_and_whole(cache: Path, one_thread: None, precision: str) -> None:
     net = busy_nafnet()
@@ -149,6 +151,7 @@ def test_openvino_matches_torch_fp32_tiled_and_whole(cache: Path, one_thread: No
         assert psnr(torch.from_numpy(reference), torch.from_numpy(rgb)) < 35  # the network does change the photo
 
 
+@pytest.mark.own_process
 def test_openvino_export_is_cached_and_reused(cache: Path, one_thread: None, monkeypatch: pytest.MonkeyPatch) -> None:
     from deblurcli.backends import openvino
 
@@ -164,6 +167,7 @@ def test_openvino_export_is_cached_and_reused(cache: Path, one_thread: None, mon
     np.testing.assert_allclose(again, first, atol=1e-6)
 
 
+@pytest.mark.own_process
 def test_openvino_that_misses_torch_hands_the_run_to_torch(cache: Path, one_thread: None, monkeypatch: pytest.MonkeyPatch) -> None:
     from deblurcli import engine
 
