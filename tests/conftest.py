@@ -16,6 +16,11 @@ import torch
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# The tests' expected pixels are torch's, and ``--backend auto`` would run OpenVINO where it is installed on a
+# bf16 CPU. Set for the whole process, not per test: module- and session-scoped fixtures build Sessions
+# before any function fixture runs. tests/test_backends.py chooses its backend explicitly (or unsets this).
+os.environ["DEBLUR_BACKEND"] = "torch"
+
 #: Set (to the test's node id) in the interpreter an ``own_process`` test runs in.
 _CHILD = "DEBLURCLI_TEST_OWN_PROCESS"
 
@@ -51,13 +56,6 @@ def _no_user_default_model(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: py
     (and the CLIs they start) use; each test gets an empty config folder of its own."""
     monkeypatch.delenv("DEBLUR_MODEL", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
-
-
-@pytest.fixture(autouse=True)
-def _torch_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tests' expected pixels are torch's, and ``--backend auto`` would run OpenVINO where it is
-    installed on a bf16 CPU; tests/test_backends.py chooses its backend explicitly (or unsets this)."""
-    monkeypatch.setenv("DEBLUR_BACKEND", "torch")
 
 
 @pytest.fixture
