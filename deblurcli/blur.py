@@ -566,11 +566,12 @@ def synthesize_pair(
     target = x
     if cfg.dynamic_prob > 0 and bool(moving.any()):
         mdx = moving.nonzero().flatten()
-        # The object's texture is another crop of the batch, mirrored so a batch of one still differs.
-        texture = x.roll(1, dims=0).flip(-1).index_select(0, mdx)
+        # The object's texture is another crop of the batch, mirrored so a batch of one still differs
+        # (to_scene's per-sample switches index the whole batch, hence the selection after it).
+        texture = x.roll(1, dims=0).flip(-1)
         mask = masks.index_select(0, mdx)
-        target = target.index_copy(0, mdx, mask * texture + (1 - mask) * x.index_select(0, mdx))
-        layer = to_scene(x.roll(1, dims=0).flip(-1)).index_select(0, mdx)
+        target = target.index_copy(0, mdx, mask * texture.index_select(0, mdx) + (1 - mask) * x.index_select(0, mdx))
+        layer = to_scene(texture).index_select(0, mdx)
         k_obj = object_kernels.index_select(0, mdx)
         smeared = apply_kernels(torch.cat([mask * layer, mask], dim=1), k_obj)
         keep_still = still_background.index_select(0, mdx).view(-1, 1, 1, 1)

@@ -73,11 +73,13 @@ def decide(estimate: KernelEstimate, *, method: str, has_network: bool) -> Choic
 
 
 def after_deconvolution(unexplained: float, *, method: str, has_network: bool) -> Choice | None:
-    """Step 4: the choice that replaces a deconvolution leaving ``unexplained`` of the photo unexplained, if
-    any. ``--method kernel`` keeps its deconvolution (the caller notes the share)."""
-    if method != "auto" or unexplained <= MAX_UNEXPLAINED:
+    """Step 4: None when the kernel explains the photo (``unexplained`` at most :data:`MAX_UNEXPLAINED`), else
+    what to return instead: auto hands the photo to the network; ``--method kernel`` keeps the deconvolution,
+    with the reason as a note."""
+    if unexplained <= MAX_UNEXPLAINED:
         return None
+    reason = f"the kernel leaves {unexplained:.0%} of the photo unexplained (moving objects?)"
+    if method != "auto":
+        return Choice("kernel", f"{reason}: deconvolved anyway (--method kernel)")
     fallback: Literal["network", "unchanged"] = "network" if has_network else "unchanged"
-    return Choice(
-        fallback, f"the kernel leaves {unexplained:.0%} of the photo unexplained (moving objects?): {fallback}"
-    )
+    return Choice(fallback, f"{reason}: {fallback}")

@@ -263,18 +263,17 @@ class Session:
 
         from deblurcli.engine import deblur_array
         from deblurcli.kernel.deconv import Deconvolver
-        from deblurcli.kernel.noise import estimate_noise
         from deblurcli.tiling import plan_tiles
 
         if noise is None:
-            noise = estimate_noise(torch.from_numpy(np.ascontiguousarray(luma(rgb)))[None])
+            noise = _noise_of(rgb)
         deconvolver = Deconvolver(kernel.to(self.device), noise=noise).to(self.device)
         plan = plan_tiles(deconvolver, self.device, tile=_deconv_tile(deconvolver, self.device), overlap=self.overlap, batch_size=1)
         return deblur_array(deconvolver, rgb, device=self.device, plan=plan, precision=torch.float32, progress=progress)
 
     def _estimated(self, rgb: np.ndarray, progress: ProgressFn | None) -> Result:
         """Kernel method or auto: estimate, gate, then deconvolve or hand the photo to the network."""
-        from deblurcli.decide import MAX_UNEXPLAINED, after_deconvolution, decide, without_estimate
+        from deblurcli.decide import after_deconvolution, decide, without_estimate
 
         has_network = self.model is not None
         early = without_estimate(method=self.method, photo_shape=rgb.shape[:2], has_network=has_network)
@@ -291,31 +290,28 @@ class Session:
         if choice.method == "network":
             return Result(self.run_network(rgb, progress), "network", **common)
         noise = estimate.details.get("noise")
+        if noise is None:  # the estimator gave up before measuring it (a photo under 64 px)
+            noise = _noise_of(rgb)
         deconvolved = self.run_kernel(rgb, kernel, noise, progress)
-        unexplained = self.unexplained(rgb, deconvolved, kernel, noise)
-        late = after_deconvolution(unexplained, method=self.method, has_network=has_network)
+        late = after_deconvolution(self.unexplained(rgb, deconvolved, kernel, noise), method=self.method, has_network=has_network)
         if late is not None:
             log.debug("%s: %s", late.method, late.reason)
             common["notes"].append(late.reason)
-            out = self.run_network(rgb, progress) if late.method == "network" else rgb.copy()
-            return Result(out, late.method, **common)
-        if unexplained > MAX_UNEXPLAINED:
-            common["notes"].append(f"the kernel leaves {unexplained:.0%} of the photo unexplained (moving objects?)")
+            if late.method != "kernel":
+                out = self.run_network(rgb, progress) if late.method == "network" else rgb.copy()
+                return Result(out, late.method, **common)
         return Result(self.refine(deconvolved, progress), "kernel", **common)
 
     @staticmethod
-    def unexplained(rgb: np.ndarray, deconvolved: np.ndarray, kernel: torch.Tensor, noise: float | None) -> float:
+    def unexplained(rgb: np.ndarray, deconvolved: np.ndarray, kernel: torch.Tensor, noise: float) -> float:
         """Share of ``rgb`` (luma) that its deconvolution with ``kernel`` does not re-blur back to (step 4 of
-        :mod:`deblurcli.decide`)."""
+        :mod:`deblurcli.decide`); ``noise`` is the photo's noise std, as the estimate measured it."""
         import torch
 
-        from deblurcli.kernel.noise import estimate_noise
         from deblurcli.kernel.residual import unexplained_share
 
-        grey = torch.from_numpy(np.ascontiguousarray(luma(rgb)))
-        if noise is None:
-            noise = estimate_noise(grey[None])
-        return unexplained_share(grey, torch.from_numpy(np.ascontiguousarray(luma(deconvolved))), kernel, noise)
+        grey, restored = (torch.from_numpy(np.ascontiguousarray(luma(a))) for a in (rgb, deconvolved))
+        return unexplained_share(grey, restored, kernel, noise)
 
     def estimate(self, rgb: np.ndarray) -> KernelEstimate:
         """The blind kernel estimate of ``rgb`` (on its luma), for kernels up to the session's maximum size and
@@ -334,6 +330,15 @@ class Session:
 MAX_KERNEL_SHARE = 0.1
 #: ... but never below this (mild shake of 3-7 px must still be found).
 MIN_KERNEL_SEARCH = 7
+
+
+def _noise_of(rgb: np.ndarray) -> float:
+    """Noise std of a photo's luma (what sets deconvolution's regulariser and step 4's residual scale)."""
+    import torch
+
+    from deblurcli.kernel.noise import estimate_noise
+
+    return estimate_noise(torch.from_numpy(np.ascontiguousarray(luma(rgb)))[None])
 
 
 def is_weights_file(refiner: str | Path) -> bool:

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+import scenes
 import torch
 from click.testing import CliRunner
 from PIL import Image
@@ -22,7 +23,6 @@ from deblurcli.blur import apply_kernels
 from deblurcli.cli import group
 from deblurcli.metrics import shift_tolerant_psnr
 from deblurcli.session import Session, max_kernel_size
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # kernel estimation is many small FFTs
 
@@ -45,16 +45,7 @@ class Recorder(nn.Module):
 
 def shapes(h: int, w: int, seed: int = 0) -> np.ndarray:
     """Overlapping rectangles and discs of random grey levels, as an RGB float32 photo."""
-    rng = np.random.default_rng(seed)
-    img = np.full((h, w), 0.5, dtype=np.float32)
-    yy, xx = np.mgrid[0:h, 0:w]
-    for _ in range(60):
-        cy, cx, r, value = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(4, 22), rng.uniform(0.05, 0.95)
-        if rng.random() < 0.5:
-            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = value
-        else:
-            img[(abs(yy - cy) < r) & (abs(xx - cx) < rng.uniform(3, 20))] = value
-    return np.repeat(img[..., None], 3, axis=2)
+    return np.repeat(scenes.shapes(h, w, seed=seed)[..., None], 3, axis=2)
 
 
 def blur(rgb: np.ndarray, kernel: np.ndarray, noise: float = 0.005, seed: int = 1) -> np.ndarray:
@@ -125,7 +116,7 @@ def test_a_deconvolution_that_leaves_much_unexplained_goes_to_the_network_under_
     to a fifth of the photo (a moving object elsewhere); auto uses the network, --method kernel says so."""
     seen: list[float] = []
 
-    def unexplained(rgb: np.ndarray, deconvolved: np.ndarray, kernel: torch.Tensor, noise: float | None) -> float:
+    def unexplained(rgb: np.ndarray, deconvolved: np.ndarray, kernel: torch.Tensor, noise: float) -> float:
         seen.append(float(np.abs(deconvolved - rgb).mean()))
         return 0.2
 

@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+import scenes
 import torch
+from scenes import blurred
 
-from deblurcli.blur import apply_kernels
 from deblurcli.kernel.confidence import kernel_ncc, near_delta_mass, stopband_ratio
 from deblurcli.kernel.estimate import KernelEstimate, estimate_kernel, estimate_kernel_grid
 
 
 def shapes(size: tuple[int, int], seed: int = 0) -> torch.Tensor:
     """A synthetic photo: overlapping rectangles and discs of random grey levels (edges of every angle)."""
-    rng = np.random.default_rng(seed)
-    h, w = size
-    img = np.full((h, w), 0.5, dtype=np.float32)
-    yy, xx = np.mgrid[0:h, 0:w]
-    for _ in range(60):
-        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-        r = rng.uniform(4, 22)
-        value = rng.uniform(0.05, 0.95)
-        if rng.random() < 0.5:
-            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = value
-        else:
-            img[(abs(yy - cy) < r) & (abs(xx - cx) < rng.uniform(3, 20))] = value
-    return torch.from_numpy(img)
-
-
-def blurred(img: torch.Tensor, kernel: torch.Tensor, noise: float = 0.005, seed: int = 1) -> torch.Tensor:
-    out = apply_kernels(img[None, None], kernel[None, None])[0, 0]
-    gen = torch.Generator().manual_seed(seed)
-    return (out + noise * torch.randn(out.shape, generator=gen)).clamp(0, 1)
+    return torch.from_numpy(scenes.shapes(*size, seed=seed))
 
 
 def line(length: int, vertical: bool = False) -> torch.Tensor:

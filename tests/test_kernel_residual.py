@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+import scenes
 import torch
 
-from deblurcli.blur import apply_kernels
 from deblurcli.decide import MAX_UNEXPLAINED, after_deconvolution
 from deblurcli.kernel.deconv import deconvolve
 from deblurcli.kernel.residual import unexplained_share
@@ -17,17 +16,7 @@ NOISE = 0.01
 
 
 def scene(side: int = 320, seed: int = 0) -> torch.Tensor:
-    """Rectangles and discs of random grey levels: edges of every angle."""
-    rng = np.random.default_rng(seed)
-    img = np.full((side, side), 0.5, dtype=np.float32)
-    yy, xx = np.mgrid[0:side, 0:side]
-    for _ in range(120):
-        cy, cx, r, value = rng.uniform(0, side), rng.uniform(0, side), rng.uniform(4, 22), rng.uniform(0.05, 0.9)
-        if rng.random() < 0.5:
-            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = value
-        else:
-            img[(abs(yy - cy) < r) & (abs(xx - cx) < rng.uniform(3, 20))] = value
-    return torch.from_numpy(img)
+    return torch.from_numpy(scenes.shapes(side, side, seed=seed, count=120))
 
 
 def line(length: int, vertical: bool = False) -> torch.Tensor:
@@ -37,8 +26,7 @@ def line(length: int, vertical: bool = False) -> torch.Tensor:
 
 
 def blurred(img: torch.Tensor, kernel: torch.Tensor, seed: int) -> torch.Tensor:
-    out = apply_kernels(img[None, None], kernel[None, None])[0, 0]
-    return (out + NOISE * torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))).clamp(0, 1)
+    return scenes.blurred(img, kernel, noise=NOISE, seed=seed)
 
 
 def share_after_deconvolution(photo: torch.Tensor, kernel: torch.Tensor) -> float:
@@ -77,4 +65,5 @@ def test_auto_replaces_a_deconvolution_that_leaves_too_much_unexplained() -> Non
     assert choice is not None and choice.method == "network" and "20%" in choice.reason
     fallback = after_deconvolution(0.2, method="auto", has_network=False)
     assert fallback is not None and fallback.method == "unchanged"
-    assert after_deconvolution(0.2, method="kernel", has_network=True) is None  # the user asked for it
+    kept = after_deconvolution(0.2, method="kernel", has_network=True)  # the user asked for deconvolution
+    assert kept is not None and kept.method == "kernel" and "20%" in kept.reason
