@@ -22,7 +22,7 @@ import torch
 from click.testing import CliRunner, Result
 from PIL import Image
 
-from deblurcli import api, weights
+from deblurcli import weights
 from deblurcli.cli import group
 from deblurcli.devices import resolve_precision
 from deblurcli.engine import deblur_array, prepare_model

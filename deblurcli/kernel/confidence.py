@@ -61,7 +61,7 @@ def pairwise_ncc(kernels: torch.Tensor) -> torch.Tensor:
     Kernels are compared after removing their mean, so two flat kernels do not look alike; a delta
     against a long streak scores low. One FFT pass computes every pair at every shift.
     """
-    b, k = kernels.shape[0], kernels.shape[-1]
+    k = kernels.shape[-1]
     z = kernels.float() - kernels.float().mean(dim=(-2, -1), keepdim=True)
     norm = z.flatten(1).norm(dim=1).clamp(min=1e-12)
     spec = torch.fft.rfft2(z, s=(2 * k, 2 * k))

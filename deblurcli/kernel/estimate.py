@@ -34,7 +34,7 @@ from deblurcli.kernel.confidence import (
     stopband_ratio,
     support_share,
 )
-from deblurcli.kernel.pyramid import Settings, coarse_to_fine, initial_kernels, scale_sizes
+from deblurcli.kernel.pyramid import Estimates, Settings, coarse_to_fine, initial_kernels, scale_sizes
 from deblurcli.kernel.region import select_windows
 
 __all__ = ["KernelEstimate", "KernelGrid", "estimate_kernel", "estimate_kernel_grid", "near_delta_mass"]
@@ -148,13 +148,12 @@ def _reblur_ratio(y: torch.Tensor, latent: torch.Tensor, kernel: torch.Tensor, n
 def _run_candidates(
     grey: torch.Tensor, boxes: list[tuple[int, int, int, int]], max_size: int, inits: list[float],
     settings: Settings,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Coarse-to-fine on every (window, start) pair as one batch: ``(kernels, latents, raw, windows)``."""
+) -> tuple[Estimates, torch.Tensor]:
+    """Coarse-to-fine on every (window, start) pair as one batch, and the windows (one per candidate)."""
     windows = torch.stack([grey[y0 : y0 + h, x0 : x0 + w] for y0, x0, h, w in boxes])
     windows = windows.repeat_interleave(len(inits), dim=0)
     start = initial_kernels(scale_sizes(max_size)[0], inits, grey.device).repeat(len(boxes), 1, 1)
-    kernels, latents, raw = coarse_to_fine(windows, max_size, start, settings)
-    return kernels, latents, raw, windows
+    return coarse_to_fine(windows, max_size, start, settings), windows
 
 
 def _choose(kernels: torch.Tensor) -> tuple[int, float, torch.Tensor]:
@@ -210,14 +209,14 @@ def estimate_kernel(
         return _trivial(grey, True, "no edges stand out of the noise: nothing to estimate, leave it alone", details)
     if len(boxes) < 2 and len(inits) == 1:
         inits = [inits[0], inits[0] + math.pi / 2]
-    kernels, latents, raw, windows = _run_candidates(grey, boxes, size, inits, SETTINGS)
+    (kernels, latents, raw, robust), windows = _run_candidates(grey, boxes, size, inits, SETTINGS)
     best, agreement, ncc = _choose(kernels)
     box = boxes[best // len(inits)]
     share = float(support_share(raw[best : best + 1], kernels[best : best + 1])[0])
     ratio = _reblur_ratio(windows[best], latents[best], kernels[best], sigma)
     stop = stopband_ratio(windows[best], kernels[best], sigma)
     kernel = _crop_to_support(kernels[best])
-    mass = near_delta_mass(kernel)
+    mass = near_delta_mass(robust[best])
     sat = saturated[best // len(inits)]
     details.update(agreement=agreement, support_share=share, residual_ratio=ratio, near_delta_mass=mass,
                    saturated=sat, stopband_ratio=stop, candidates=float(kernels.shape[0]))
@@ -285,7 +284,7 @@ def estimate_kernel_grid(
     for y0, x0, bh, bw in boxes:
         (wy, wx, _, _), = select_windows(grey[y0 : y0 + bh, x0 : x0 + bw], side, 1, sigma, size)[0]
         windows.append((y0 + wy, x0 + wx, side, side))
-    kernels, latents, raw, crops = _run_candidates(grey, windows, size, inits, SETTINGS)
+    (kernels, latents, raw, robust), crops = _run_candidates(grey, windows, size, inits, SETTINGS)
     shares = support_share(raw, kernels)
     pair = pairwise_ncc(kernels)
     own, confs = [], []
@@ -295,7 +294,7 @@ def estimate_kernel_grid(
         ratio = _reblur_ratio(crops[pick], latents[pick], kernels[pick], sigma)
         stop = stopband_ratio(crops[pick], kernels[pick], sigma)
         conf = confidence(float(pair[a, b]), float(shares[pick]), ratio, stop)
-        if near_delta_mass(kernels[pick]) >= NEAR_DELTA and not glob.near_delta:
+        if near_delta_mass(robust[pick]) >= NEAR_DELTA and not glob.near_delta:
             conf = min(conf, 0.25)
         own.append(kernels[pick])
         confs.append(conf)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from deblurcli.kernel.boundary import fast_fft_size
 from deblurcli.kernel.prior import clean_kernel, latent_l0, normalise, solve_kernel
 
-__all__ = ["Settings", "coarse_to_fine", "initial_kernels", "periodic_pad", "scale_sizes", "taper"]
+__all__ = ["Estimates", "Settings", "coarse_to_fine", "initial_kernels", "periodic_pad", "scale_sizes", "taper"]
 
 #: Smallest kernel size of the pyramid (the coarsest scale).
 MIN_SIZE = 5
@@ -29,16 +30,26 @@ MIN_SIZE = 5
 
 @dataclass(frozen=True)
 class Settings:
-    """The estimator's knobs (defaults from the prototype's measured settings, see KERNEL_PATH.md)."""
+    """The estimator's knobs (defaults from the prototype's measured settings, see KERNEL_PATH.md, and from
+    ``bench/kernel_estimate.py`` / ``bench/camera_shake.py``: docs/how_deblurcli_decides.md has the figures)."""
 
     #: Latent-step L0 weight at the first alternation, divided by ``lam_decay`` per alternation.
     lam: float = 4e-3
     lam_decay: float = 1.1
-    lam_min: float = 1e-4
+    #: The decay stops here. A weight this high keeps the latent a cartoon of the strong edges through the
+    #: finest scales; lower (1e-4), the latent takes on fine texture and the kernel spreads to explain it:
+    #: sharp photos then gave 7-13 px streaks instead of a point, and 4 of 15 held-out shakes were missed.
+    lam_min: float = 1.5e-3
     #: Start every scale again from ``lam`` (else the decay carries over from the coarser scales).
     lam_reset: bool = False
     #: Alternations (latent, kernel) per scale.
     alternations: int = 5
+    #: L0 weight of a last pass at the finest scale that starts from the robust kernel and sharpens its
+    #: detail (a cartoon that coarse leaves the kernel slightly wrong on photos it already got right);
+    #: 0 skips the pass. The do-no-harm gate looks at the kernel before this pass.
+    refine_lam: float = 3e-4
+    #: Alternations of that last pass.
+    refine_alternations: int = 3
     #: Tikhonov weight on the kernel per 250 000 pixels of the finest scale (data terms are sums).
     gamma: float = 60.0
     #: Conjugate-gradient iterations of each kernel step.
@@ -51,6 +62,21 @@ class Settings:
     min_piece: float = 0.1
     #: Lighter threshold applied after every kernel step, so noise taps do not feed the next latent step.
     step_threshold: float = 0.05
+
+
+class Estimates(NamedTuple):
+    """What :func:`coarse_to_fine` returns for a batch of ``B`` images (kernels ``B x k x k``).
+
+    ``kernels``: the cleaned final kernels; ``latent``: the finest latent cartoon (``B x H x W``, for the
+    re-blur check); ``raw``: the last least-squares kernels before cleaning (their mass outside the cleaned
+    support tells how much the fit spread over noise); ``robust``: the kernels before the refinement pass
+    (the same as ``kernels`` without one), which the do-no-harm gate judges.
+    """
+
+    kernels: torch.Tensor
+    latent: torch.Tensor
+    raw: torch.Tensor
+    robust: torch.Tensor
 
 
 def scale_sizes(max_size: int) -> list[int]:
@@ -132,38 +158,44 @@ def _upsample_kernel(kernel: torch.Tensor, size: int) -> torch.Tensor:
     return normalise(big)
 
 
-def coarse_to_fine(
-    y: torch.Tensor, max_size: int, inits: torch.Tensor, settings: Settings
+def _alternate(
+    ys: torch.Tensor, weight: torch.Tensor, kernel: torch.Tensor, lams: list[float], gamma: float,
+    settings: Settings,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Estimate one ``max_size`` kernel per image of the batch ``B x H x W``; ``inits`` is ``B x s0 x s0``.
+    """One scale's alternations, one per weight in ``lams``: ``(cleaned kernel, latent, raw fit)``."""
+    latent, raw = ys, kernel
+    for lam in lams:
+        latent = latent_l0(ys, kernel, lam)
+        raw = solve_kernel(latent, ys, weight, kernel, gamma, settings.cg_iters, settings.positive_iters)
+        k = normalise(raw)
+        peak = k.amax(dim=(-2, -1), keepdim=True)
+        kernel = normalise(torch.where(k >= settings.step_threshold * peak, k, torch.zeros_like(k)))
+    return clean_kernel(kernel, settings.threshold, settings.min_piece), latent, raw
 
-    Returns ``(kernels B x k x k, latent B x H x W, raw B x k x k)``: the cleaned kernels, the finest
-    latent cartoon (for the re-blur check) and the last least-squares kernels before cleaning (their mass
-    outside the cleaned support tells how much the fit spread over noise).
-    """
+
+def coarse_to_fine(y: torch.Tensor, max_size: int, inits: torch.Tensor, settings: Settings) -> Estimates:
+    """Estimate one ``max_size`` kernel per image of the batch ``B x H x W``; ``inits`` is ``B x s0 x s0``."""
     sizes = scale_sizes(max_size)
     h, w = y.shape[-2], y.shape[-1]
     kernel = inits
     lam = settings.lam
     gamma = settings.gamma * (h * w) / 250_000
-    latent = y
-    raw = kernel
     for size in sizes:
         lam = settings.lam if settings.lam_reset else lam
         if kernel.shape[-1] != size:
             kernel = _upsample_kernel(kernel, size)
         ratio = size / sizes[-1]
         shape = (max(8, round(h * ratio)), max(8, round(w * ratio)))
-        pad = size
-        ys = periodic_pad(_resize(y, shape), pad)
-        weight = taper((ys.shape[-2], ys.shape[-1]), shape, pad, y.device)
+        ys = periodic_pad(_resize(y, shape), size)
+        weight = taper((ys.shape[-2], ys.shape[-1]), shape, size, y.device)
+        lams = []
         for _ in range(settings.alternations):
-            latent = latent_l0(ys, kernel, lam)
-            raw = solve_kernel(latent, ys, weight, kernel, gamma, settings.cg_iters, settings.positive_iters)
-            k = normalise(raw)
-            peak = k.amax(dim=(-2, -1), keepdim=True)
-            kernel = normalise(torch.where(k >= settings.step_threshold * peak, k, torch.zeros_like(k)))
+            lams.append(lam)
             lam = max(settings.lam_min, lam / settings.lam_decay)
-        kernel = clean_kernel(kernel, settings.threshold, settings.min_piece)
+        kernel, latent, raw = _alternate(ys, weight, kernel, lams, gamma, settings)
+    robust = kernel
+    if settings.refine_lam > 0 and settings.refine_alternations > 0:
+        kernel, latent, raw = _alternate(ys, weight, kernel, [settings.refine_lam] * settings.refine_alternations,
+                                         gamma, settings)
     latent = latent[..., max_size : max_size + h, max_size : max_size + w]
-    return kernel, latent, normalise(raw)
+    return Estimates(kernel, latent, normalise(raw), robust)
