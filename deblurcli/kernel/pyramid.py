@@ -38,7 +38,8 @@ class Settings:
     lam_decay: float = 1.1
     #: The decay stops here. A weight this high keeps the latent a cartoon of the strong edges through the
     #: finest scales; lower (1e-4), the latent takes on fine texture and the kernel spreads to explain it:
-    #: sharp photos then gave 7-13 px streaks instead of a point, and 4 of 15 held-out shakes were missed.
+    #: sharp photos then gave 7-13 px streaks instead of a point, and on 3 of the 15 held-out shakes of
+    #: ``bench/camera_shake.py`` the kernel was off by enough to cost 3-6 dB.
     lam_min: float = 1.5e-3
     #: Start every scale again from ``lam`` (else the decay carries over from the coarser scales).
     lam_reset: bool = False
