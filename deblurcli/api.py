@@ -53,7 +53,8 @@ def load_model(name: str | None = None, weights: str | Path | None = None, devic
 
 @functools.lru_cache(maxsize=2)
 def _cached_session(
-    name: str, method: str, device: str, precision: str, tile: int | None, overlap: int, strength: float
+    name: str, method: str, device: str, precision: str, tile: int | None, overlap: int, strength: float,
+    backend: str | None,
 ) -> Session:
     """A Session for callers that do not pass a model, built once per set of options and kept.
 
@@ -62,7 +63,8 @@ def _cached_session(
     """
     from deblurcli.session import Session
 
-    return Session(method, model=name, device=device, precision=precision, tile=tile, overlap=overlap, strength=strength)
+    return Session(method, model=name, device=device, precision=precision, tile=tile, overlap=overlap, strength=strength,
+                   backend=backend)
 
 
 def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
@@ -168,14 +170,16 @@ def deblur_image(
     device: str = "auto",
     precision: str = "auto",
     strength: float = 1.0,
+    backend: str | None = None,
 ) -> ImageLike:
     """Deblur a PIL image or numpy array and return the same type (PIL: same mode; numpy: same dtype/shape).
 
     numpy arrays are ``H x W`` (grey), or ``H x W x C`` with C = 1, 2 (grey + alpha), 3 (RGB) or 4 (RGBA);
     uint8 and uint16 use their full range, floats are taken to be in [0, 1]. ``model`` defaults to the
     default model (``$DEBLUR_MODEL`` or the bundled default; loaded once and kept). ``device="auto"`` with
-    a given model runs where the model is. ``method``, ``tile``, ``overlap``, ``precision`` and ``strength``
-    mean what the CLI's options of the same name do. For many images, build a :class:`deblurcli.Session`
+    a given model runs where the model is. ``method``, ``tile``, ``overlap``, ``precision``, ``strength`` and
+    ``backend`` mean what the CLI's options of the same name do (``backend=None``: ``$DEBLUR_BACKEND``, else
+    ``"auto"``). For many images, build a :class:`deblurcli.Session`
     once and call its ``deblur`` per image instead.
     """
     from PIL import Image
@@ -192,9 +196,10 @@ def deblur_image(
     else:
         raise PhotoError(f"deblur_image takes a PIL image or a numpy array, not {type(image).__name__}")
     if model is None:
-        session = _cached_session(default_model_name(), method, device, precision, tile, overlap, strength)
+        session = _cached_session(default_model_name(), method, device, precision, tile, overlap, strength, backend)
     else:
-        options = {"device": device, "precision": precision, "tile": tile, "overlap": overlap, "strength": strength}
+        options = {"device": device, "precision": precision, "tile": tile, "overlap": overlap, "strength": strength,
+                   "backend": backend}
         session = Session(method, module=model, **options)
     out = session.deblur(rgb).rgb
     if isinstance(image, Image.Image):

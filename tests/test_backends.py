@@ -90,6 +90,18 @@ def test_explicit_openvino_without_openvino_names_the_extra(without_openvino: No
         Session("network", weights=model_file, device="cpu", backend="openvino")
 
 
+def test_python_api_takes_the_backend(without_openvino: None, model_file: Path) -> None:
+    from deblurcli.api import deblur_image, load_model
+
+    model = load_model(weights=model_file, device="cpu")
+    photo = np.zeros((32, 40, 3), dtype=np.uint8)
+    with pytest.raises(OptionError, match="unknown backend"):
+        deblur_image(photo, model, method="network", backend="tensorrt")
+    with pytest.raises(MissingExtraError, match=r"pip install 'deblurcli\[openvino\]'"):
+        deblur_image(photo, model, method="network", backend="openvino")
+    assert deblur_image(photo, model, method="network", backend="torch").shape == photo.shape
+
+
 def test_cli_backend_openvino_without_openvino_is_one_line(without_openvino: None, model_file: Path, tmp_path: Path) -> None:
     from deblurcli.cli import group
 
