@@ -133,3 +133,20 @@ def test_sigkill_then_resume_loses_nothing(tmp_path: Path, setup: tuple[Path, Pa
     assert ckpt.load_checkpoint(path)["step"] == final
     leftovers = [p.name for p in [*run.iterdir(), *path.parent.iterdir()] if p.name.startswith(".")]
     assert not leftovers  # temporary files of the killed process are gone
+
+
+def test_train_help_does_not_import_torch() -> None:
+    """`deblur train --help` answers without torch's two-second import (the loss choices are torch-free names)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from deblurcli.cli import group\n"
+        "result = CliRunner().invoke(group, ['train', '--help'])\n"
+        "assert result.exit_code == 0 and 'charbonnier' in result.output and 'wgan-gp' in result.output, result.output\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -139,3 +139,12 @@ def test_diffaug_policy_parsing() -> None:
     assert diffaug.parse_policy("Color, cutout") == ("color", "cutout")
     with pytest.raises(ValueError, match="zoom"):
         diffaug.parse_policy("color,zoom")
+
+
+def test_the_offered_loss_names_are_the_loss_tables() -> None:
+    """`deblur train --help` lists names from the torch-free `loss_names`; each must be a loss, and each loss offered."""
+    from deblurcli.train import loss_names
+
+    assert tuple(losses.PIXEL_LOSSES) == loss_names.PIXEL_LOSS_NAMES
+    assert tuple(losses.GAN_LOSSES) == loss_names.GAN_LOSS_NAMES
+    assert losses.LPIPS_NETS == loss_names.LPIPS_NETS

@@ -17,26 +17,7 @@ import click
 
 from deblurcli.cli.options import device_option, model_option, precision_option, require_extra
 from deblurcli.models import registry  # torch-free: the --arch choices come from its presets
-
-
-class TableChoice(click.Choice):
-    """A choice among the names of a table in :mod:`deblurcli.train.losses`, so a new loss is offered
-    by adding it there. The table is read on first use: ``deblur --help`` lists this command without
-    importing torch."""
-
-    def __init__(self, table: str) -> None:
-        self.table = table
-        super().__init__((), case_sensitive=True)
-
-    @property  # type: ignore[override]
-    def choices(self) -> tuple[str, ...]:
-        from deblurcli.train import losses
-
-        return tuple(getattr(losses, self.table))
-
-    @choices.setter
-    def choices(self, value: object) -> None:  # click.Choice.__init__ assigns it; the table decides
-        pass
+from deblurcli.train import loss_names  # torch-free too: the loss choices
 
 
 @click.command("train")
@@ -54,12 +35,12 @@ class TableChoice(click.Choice):
 @click.option("--max-steps", type=click.IntRange(min=1), help="Stop after this many steps (default 10000 when no --max-minutes).")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="Stop after this much training time (counted across --resume).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (default 1e-3 fresh, 1e-4 fine-tuning); cosine decay.")
-@click.option("--loss", "pixel_loss", type=TableChoice("PIXEL_LOSSES"), default="charbonnier", show_default=True, help="Pixel loss.")
+@click.option("--loss", "pixel_loss", type=click.Choice(loss_names.PIXEL_LOSS_NAMES), default="charbonnier", show_default=True, help="Pixel loss.")
 @click.option("--lpips", type=click.FloatRange(min=0), default=0.1, show_default=True, help="LPIPS weight (0 disables it, as --no-lpips does).")
 @click.option("--no-lpips", is_flag=True, help="Train without LPIPS (no ImageNet backbone needed); the same switch as in 'deblur eval'.")
-@click.option("--lpips-net", type=TableChoice("LPIPS_NETS"), default="alex", show_default=True, help="LPIPS backbone (torchvision ImageNet weights, cached in $TORCH_HOME).")
+@click.option("--lpips-net", type=click.Choice(loss_names.LPIPS_NETS), default="alex", show_default=True, help="LPIPS backbone (torchvision ImageNet weights, cached in $TORCH_HOME).")
 @click.option("--adv", type=click.FloatRange(min=0), default=0.005, show_default=True, help="Adversarial weight (0 disables the critic).")
-@click.option("--gan", type=TableChoice("GAN_LOSSES"), default="wgan-gp", show_default=True, help="Adversarial loss.")
+@click.option("--gan", type=click.Choice(loss_names.GAN_LOSS_NAMES), default="wgan-gp", show_default=True, help="Adversarial loss.")
 @click.option("--diffaug", default="color,translation,cutout", show_default=True, help="DiffAugment policy for the critic (comma list, or none).")
 @click.option("--val-every", type=click.IntRange(min=1), default=1000, show_default=True, help="Validate (and export weights) every N steps.")
 @click.option("--val-count", type=click.IntRange(min=1), default=32, show_default=True, help="At most this many validation images.")

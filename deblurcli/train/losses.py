@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from deblurcli.errors import WeightsError
+from deblurcli.train.loss_names import LPIPS_NETS
 
-LPIPS_NETS = ("alex", "vgg")
 
 
 def charbonnier(output: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
