@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -203,6 +204,39 @@ def test_bf16_runs_close_to_fp32() -> None:
     model, rgb = LocalConv(), _photo(64, 80)
     low = deblur_array(model, rgb, device=CPU, precision=torch.bfloat16, tile=48, overlap=8)
     assert np.abs(low - deblur_array(model, rgb, device=CPU, tile=0)).max() < 0.03
+
+
+class CastSafe(LocalConv):
+    """Declares ``weights_dtype_safe`` as NAFNet does: fp32 in, body in its weights' dtype, residual in fp32.
+    Records each body call's dtype and whether autocast was on (class-wide: the engine runs a copy)."""
+
+    weights_dtype_safe = True
+    calls: ClassVar[list[tuple[torch.dtype, bool]]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        body_in = x.to(self.body[0].weight.dtype)
+        self.calls.append((body_in.dtype, torch.is_autocast_enabled("cpu")))
+        return x + 0.5 * self.body(body_in).to(x.dtype)
+
+
+def test_bf16_on_the_cpu_runs_a_cast_copy_of_a_model_that_allows_it() -> None:
+    model, rgb = CastSafe(), _photo(64, 80)
+    CastSafe.calls.clear()
+    low = deblur_array(model, rgb, device=CPU, precision=torch.bfloat16, tile=48, overlap=8)
+    assert (torch.bfloat16, False) in CastSafe.calls and (torch.float32, True) not in CastSafe.calls
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the caller's model is left as it was
+    assert np.abs(low - deblur_array(LocalConv(), rgb, device=CPU, tile=0)).max() < 0.03
+
+
+def test_other_models_keep_autocast_and_a_failing_copy_falls_back_to_it() -> None:
+    class Claims(LocalConv):  # says it is safe, but feeds its fp32 input straight to bf16 weights
+        weights_dtype_safe = True
+
+    rgb = _photo(64, 80)
+    reference = deblur_array(LocalConv(), rgb, device=CPU, tile=0)
+    for model in (LocalConv(), Claims()):
+        low = deblur_array(model, rgb, device=CPU, precision=torch.bfloat16, tile=48, overlap=8)
+        assert np.abs(low - reference).max() < 0.03
 
 
 def test_tiny_image() -> None:
