@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_startup import torch_imported_by
 from click.testing import CliRunner
 from PIL import Image
 
@@ -156,17 +157,4 @@ def test_the_catalogue_counts_parameters_exactly_as_the_models_have_them() -> No
 
 def test_listing_models_does_not_import_torch() -> None:
     """`deblur models` and `models show` answer in well under a second: torch's import alone takes one."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys\n"
-        "from click.testing import CliRunner\n"
-        "from deblurcli.cli import group\n"
-        "for args in (['models'], ['models', 'show', 'nafnet-s']):\n"
-        "    result = CliRunner().invoke(group, args)\n"
-        "    assert result.exit_code == 0, result.output\n"
-        "print('torch' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert not torch_imported_by(["models"], ["models", "show", "nafnet-s"])
