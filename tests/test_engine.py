@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from deblurcli import engine
-from deblurcli.engine import apply_strength, prepare_model
+from deblurcli.engine import apply_strength, bf16_copy, prepare_model
 from deblurcli.errors import DeblurError
 from deblurcli.models.nafnet import NAFNet
 from deblurcli.tiling import MAX_AUTO_TILE, auto_plan, check_tile, min_tile, plan_tiles
@@ -226,6 +226,17 @@ def test_bf16_on_the_cpu_runs_a_cast_copy_of_a_model_that_allows_it() -> None:
     assert (torch.bfloat16, False) in CastSafe.calls and (torch.float32, True) not in CastSafe.calls
     assert all(p.dtype == torch.float32 for p in model.parameters())  # the caller's model is left as it was
     assert np.abs(low - deblur_array(LocalConv(), rgb, device=CPU, tile=0)).max() < 0.03
+
+
+def test_the_bf16_copy_is_made_once_and_follows_changed_weights() -> None:
+    model = CastSafe()
+    first = bf16_copy(model)
+    assert bf16_copy(model) is first
+    with torch.no_grad():
+        model.body[0].bias.add_(1.0)  # what an optimizer step or load_state_dict does
+    second = bf16_copy(model)
+    assert second is not first
+    assert torch.equal(second.body[0].bias, model.body[0].bias.to(torch.bfloat16))
 
 
 def test_other_models_keep_autocast_and_a_failing_copy_falls_back_to_it() -> None:
