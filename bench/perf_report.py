@@ -238,6 +238,29 @@ def _ratios(wall: dict[str, float], cpu: dict[str, float], name: str, base: str)
     return f"{wall[base] / wall[name]:.2f}x ({cpu[base] / cpu[name]:.2f}x CPU)"
 
 
+def matmul_peak(dtype: Any, threads: int, n: int = 2048, reps: int = 3) -> float:
+    """GFLOP/s of an ``n x n`` matmul in ``dtype`` with ``threads`` threads, best of ``reps`` by CPU time per
+    thread (what the cores can do whatever the load): the peak the network's figure is a share of."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.rand(n, n, dtype=dtype), torch.rand(n, n, dtype=dtype)
+    a @ b
+    best = min(_timed(lambda: a @ b)[1] for _ in range(reps))
+    return 2 * n**3 / (best / threads) / 1e9
+
+
+def network_gflop(model: Any, x: Any) -> float:
+    """Convolution and matmul GFLOP of one forward pass on ``x`` (``torch.utils.flop_counter``; element-wise
+    work is not counted, as in every published FLOP figure)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() / 1e9
+
+
 def backends(args: argparse.Namespace) -> None:
     """The backend as a dimension: export/compile cost, one ``--size`` tile (a batch of two, as the Session
     gives OpenVINO) and a ``--mp`` photo through the engine, for torch fp32, torch bf16 and OpenVINO
@@ -245,7 +268,7 @@ def backends(args: argparse.Namespace) -> None:
     import torch
 
     from deblurcli.backends.openvino import OpenVINONetwork
-    from deblurcli.engine import psnr
+    from deblurcli.engine import bf16_copy, psnr
 
     model, rgb = _setup(args)
     threads = int(args.threads)
@@ -269,11 +292,8 @@ def backends(args: argparse.Namespace) -> None:
     x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)  # NHWC in memory, as the engine gathers tiles
     f32 = OpenVINONetwork(model, torch.float32, threads)
 
-    def torch_bf16() -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return model(x).float()
-
-    runs = {"torch fp32": lambda: model(x), "torch bf16": torch_bf16, "openvino bf16": lambda: first(x), "openvino f32": lambda: f32(x)}
+    low = bf16_copy(model)  # what the engine runs for bf16 on a CPU
+    runs = {"torch fp32": lambda: model(x), "torch bf16": lambda: low(x), "openvino bf16": lambda: first(x), "openvino f32": lambda: f32(x)}
     with torch.inference_mode():
         reference = model(x)
         quality = {name: psnr(fn(), reference) for name, fn in runs.items()}  # also the warm-up (and OV's checks)
@@ -282,13 +302,20 @@ def backends(args: argparse.Namespace) -> None:
             for name, fn in runs.items():
                 times[name].append(_timed(fn))
     mp = size * size / 1e6
-    print(f"| {size}² tile, {threads} thread(s) | ms per tile | MP/s | CPU ms per tile | vs torch fp32 | vs torch bf16 | PSNR vs torch fp32 |")
-    print("|---|---|---|---|---|---|---|")
+    gflop = network_gflop(model, x[:1])
+    peak = {"fp32": matmul_peak(torch.float32, threads), "bf16": matmul_peak(torch.bfloat16, threads)}
+    print(f"network: {gflop:.1f} GFLOP per {size}² tile; {2048}² matmul peak ({threads} thread(s), per CPU-second "
+          f"of each thread): fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s")
+    print(f"| {size}² tile, {threads} thread(s) | ms per tile | MP/s | CPU ms per tile | vs torch fp32 | vs torch bf16 | "
+          "GFLOP/s per thread (% of the bf16 peak) | PSNR vs torch fp32 |")
+    print("|---|---|---|---|---|---|---|---|")
     wall = {name: _median([t[0] for t in ts]) / 2 for name, ts in times.items()}
     cpu = {name: _median([t[1] for t in ts]) / 2 for name, ts in times.items()}
     for name in times:
+        rate = gflop / (cpu[name] / threads)
+        share = f"{rate:.0f} ({100 * rate / peak['bf16']:.0f}%)"
         print(f"| {name} | {wall[name] * 1e3:.0f} | {mp / wall[name]:.2f} | {cpu[name] * 1e3:.0f} | {_ratios(wall, cpu, name, 'torch fp32')} | "
-              f"{_ratios(wall, cpu, name, 'torch bf16')} | {quality[name]:.1f} dB |", flush=True)
+              f"{_ratios(wall, cpu, name, 'torch bf16')} | {share} | {quality[name]:.1f} dB |", flush=True)
 
     if args.mp <= 0:
         return

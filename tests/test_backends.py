@@ -17,7 +17,7 @@ from deblurcli.backends.export import PoolForExport, export_form
 from deblurcli.engine import psnr
 from deblurcli.errors import MissingExtraError, OptionError
 from deblurcli.models.nafnet import NAFNet
-from deblurcli.models.nafnet.model import box_mean
+from deblurcli.models.nafnet.model import ChannelPool, box_mean
 from deblurcli.session import Session
 
 CPU = torch.device("cpu")
@@ -54,7 +54,16 @@ def without_openvino(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("shape", [(5, 9), (16, 16), (40, 24)])
 def test_pool_for_export_is_the_clipped_box_mean(k: int, shape: tuple[int, int]) -> None:
     x = torch.rand(2, 3, *shape)
-    assert torch.allclose(PoolForExport(k)(x), box_mean(x, k), atol=1e-6)
+    assert torch.allclose(PoolForExport(k, 1)(x), box_mean(x, k), atol=1e-6)
+
+
+@pytest.mark.parametrize(("k", "step"), [(16, 2), (64, 8), (32, 4)])
+@pytest.mark.parametrize("shape", [(16, 16), (40, 24), (5, 9)])
+def test_pool_for_export_pools_the_same_cells_as_the_model(k: int, step: int, shape: tuple[int, int]) -> None:
+    pool = ChannelPool()
+    pool.window, pool.step = k, step
+    x = torch.rand(2, 3, *shape)
+    assert torch.allclose(PoolForExport(k, step)(x), pool(x), atol=1e-6)
 
 
 @pytest.mark.parametrize("local_pool", [16, 64, None])
@@ -66,6 +75,15 @@ def test_export_form_equals_the_model_in_fp32(local_pool: int | None) -> None:
         assert (twin(x) - net(x)).abs().max() < 1e-5
     assert all(not isinstance(m, type(net.encoders[0][0])) for m in twin.modules())  # every block rewritten
     assert any(isinstance(m, type(net.encoders[0][0])) for m in net.modules())  # the original untouched
+
+
+def test_the_export_cache_key_follows_the_pool_cells_not_only_the_weights() -> None:
+    from deblurcli.backends.openvino import weights_digest
+
+    net = busy_nafnet(64)
+    before = weights_digest(net)
+    net.encoders[0][0].sca[0].step = 1  # same weights and config, a different graph
+    assert weights_digest(net) != before
 
 
 # --------------------------------------------------------------------------- resolution
@@ -175,8 +193,20 @@ def test_openvino_export_is_cached_and_reused(cache: Path, one_thread: None, mon
         raise AssertionError("exported again")
 
     monkeypatch.setattr(openvino, "export_form", no_export)
+    assert len(list(cache.glob("*/checked/*"))) == 1  # the passed check of that shape is remembered too
+    checks: list[tuple[int, ...]] = []
+    real_check = openvino.OpenVINONetwork._matches
+
+    def counted(self: object, tile: torch.Tensor, out: torch.Tensor) -> bool:
+        checks.append(tuple(tile.shape[2:]))
+        return real_check(self, tile, out)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(openvino.OpenVINONetwork, "_matches", counted)
     again = Session("network", module=net, precision="fp32", backend="openvino", tile=0).run_network(rgb)
     np.testing.assert_allclose(again, first, atol=1e-6)
+    assert checks == []  # no torch fp32 tile for a shape that passed before
+    Session("network", module=net, precision="fp32", backend="openvino", tile=0).run_network(photo(64, 96))
+    assert len(checks) == 1  # a new shape is checked
 
 
 @pytest.mark.own_process

@@ -136,3 +136,47 @@ def test_set_local_pool_scales_window_per_level() -> None:
     assert net.decoders[-1][0].sca[0].window == 64
     net.set_local_pool(None)
     assert net.middle_blks[0].sca[0].window is None
+
+
+def test_pool_cells_divide_the_window_and_the_level_multiple() -> None:
+    """nafnet-s (64 px window, 16 px multiple) pools 8/4/2 px cells; the TLC window 384 pools 16/8/4/2."""
+    steps = lambda net: [b[0].sca[0].step for b in (*net.encoders, net.middle_blks)]  # noqa: E731
+    net = NAFNet(width=8, enc_blk_nums=[1, 1, 1, 1], local_pool=64)
+    assert steps(net) == [8, 4, 2, 1, 1]
+    net.set_local_pool(384)
+    assert steps(net) == [16, 8, 4, 2, 1]
+    net.set_local_pool(None)
+    assert steps(net) == [1] * 5
+
+
+def test_cell_pool_is_shift_equivariant_by_the_size_multiple_only() -> None:
+    """Away from the borders the output moves with the input by multiples of 4 (this net's size multiple),
+    which the tiling engine's tile starts are; a 2 px shift lands between cells and changes it."""
+    net = _tiny(local_pool=64)
+    assert net.encoders[0][0].sca[0].step == 4
+    x = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        whole = net(x)[..., 112:144, 112:144]
+        by4 = net(x[..., 4:, 4:])[..., 108:140, 108:140]
+        by2 = net(x[..., 2:, 2:])[..., 110:142, 110:142]
+    assert torch.allclose(whole, by4, atol=1e-5)
+    assert not torch.allclose(whole, by2, atol=1e-4)
+
+
+def test_cell_pool_stays_close_to_the_per_pixel_box_mean() -> None:
+    """The shipped nafnet-s on a real photo: pooling on cells instead of at every pixel moves its output by
+    less than -50 dB (52-60 dB measured on the validation photos)."""
+    from deblurcli.photo import read_photo
+    from deblurcli.weights import load_generator
+
+    net = load_generator("nafnet-s").eval()
+    photo = read_photo("samples/coffee_blurry.jpg")
+    x = torch.from_numpy(photo.rgb[:256, :256].copy()).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        cells = net(x)
+        for m in net.modules():
+            if hasattr(m, "step"):
+                m.step = 1
+        pixels = net(x)
+    psnr = -10 * torch.log10(F.mse_loss(cells, pixels))
+    assert psnr > 50, psnr

@@ -4,9 +4,10 @@ Two rewrites, each equal to the original in fp32 (to ~4e-7 on nafnet-s) and each
 (0.64x together, measured), which is why they are applied only to a deep copy that is exported, never to the
 model that torch runs:
 
-* SCA's local box mean (:func:`deblurcli.models.nafnet.model.box_mean`, doubling window sums that suit
-  torch) becomes two 1-D ``avg_pool2d`` with ``count_include_pad=False``: OpenVINO has a native pooling
-  kernel, and the mean over the valid part of a clipped window is exactly what excluding the padding gives.
+* SCA's local box mean over cells (:class:`deblurcli.models.nafnet.model.ChannelPool`: doubling window sums
+  that suit torch) becomes two 1-D ``avg_pool2d`` with ``count_include_pad=False`` over the cell means:
+  OpenVINO has a native pooling kernel, and the mean over the valid part of a clipped window is exactly what
+  excluding the padding gives.
 * SimpleGate's ``conv -> chunk -> multiply`` becomes two convolutions, one per half, multiplied: the
   channel split of a wide output is a strided copy in OpenVINO's blocked layouts, two half-width
   convolutions are not. The 1x1 and depthwise convolutions of a half only read and write that half, so
@@ -33,17 +34,19 @@ def exportable(model: nn.Module) -> bool:
 
 
 class PoolForExport(nn.Module):
-    """:class:`ChannelPool` as pooling ops: the global mean, or a clipped ``window`` box mean as two 1-D
-    average pools that leave the zero padding out of each count."""
+    """:class:`ChannelPool` as pooling ops: the global mean, or the clipped ``window`` box mean of the
+    ``step``-pixel cell means as two 1-D average pools that leave the zero padding out of each count."""
 
-    def __init__(self, window: int | None) -> None:
+    def __init__(self, window: int | None, step: int) -> None:
         super().__init__()
-        self.window = window
+        self.window, self.step = window, step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.window
+        k, s = self.window, self.step
         if k is None:
             return x.mean(dim=(2, 3), keepdim=True)
+        if s > 1 and x.shape[2] % s == 0 and x.shape[3] % s == 0:
+            x, k = F.avg_pool2d(x, s), k // s
         # No shortcut for maps smaller than the window (box_mean's global mean): the clipped windows then all
         # cover the whole map, so the pools give that mean anyway, and one traced graph fits every shape.
         # A window centred on i covers [i - (k-1)//2, i + k//2]; a symmetric pad of k//2 gives the windows
@@ -78,18 +81,24 @@ class BlockForExport(nn.Module):
         self.conv4a, self.conv4b = _half_conv(block.conv4, 0), _half_conv(block.conv4, 1)
         pool = block.sca[0]
         assert isinstance(pool, ChannelPool)
-        self.pool, self.sca_conv = PoolForExport(pool.window), block.sca[1]
+        self.pool, self.sca_conv = PoolForExport(pool.window, pool.step), block.sca[1]
         self.conv3, self.conv5 = block.conv3, block.conv5
         self.beta, self.gamma = block.beta, block.gamma
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         x = self.norm1(inp)
         x = self.conv2a(self.conv1a(x)) * self.conv2b(self.conv1b(x))
-        x = self.conv3(x * self.sca_conv(self.pool(x)))
+        x = self.conv3(x * ChannelPool.spread(self.sca_conv(self.pool(x)), x))
         y = inp + x * self.beta
         x = self.norm2(y)
         x = self.conv5(self.conv4a(x) * self.conv4b(x))
         return y + x * self.gamma
+
+
+def structure(model: nn.Module) -> list[tuple[int | None, int]]:
+    """What the exported graph depends on besides the weights and ``model.config``: every SCA pool's window
+    and cell size, in module order (cells are derived from the config by code that may change)."""
+    return [(m.window, m.step) for m in model.modules() if isinstance(m, ChannelPool)]
 
 
 def export_form(model: NAFNet) -> NAFNet:

@@ -12,6 +12,12 @@ windows clipped at the image border (mean over the valid pixels only). That make
 local operator, so tiles with enough overlap reproduce the whole-image result. It is the same idea as
 NAFNet's Test-time Local Converter (TLC), which uses ``K = 1.5 x`` the training crop for checkpoints trained
 with global pooling; our own models are trained with the local pool they are run with.
+
+The attention needs one value per channel per window, not a window per pixel: the local mean is taken on a
+grid of ``step``-pixel cells (``step`` up to ``K / 8``, so a window spans at least 8 cells), SCA's 1x1 conv
+runs on that small map, and a bilinear resize spreads it back to full resolution (a 1x1 conv commutes with
+it). Against a box mean at every pixel this moved nafnet-s's output by 52-60 dB PSNR and its distance to the
+sharp photos by under 0.03 dB, and made a 1024² tile 1.55x faster in fp32 and 2.1x in bf16 (one thread).
 """
 
 from __future__ import annotations
@@ -104,16 +110,44 @@ class SimpleGate(nn.Module):
 
 
 class ChannelPool(nn.Module):
-    """The pooling inside SCA: global average (official) or a clipped local box mean (``window``)."""
+    """The pooling inside SCA: global average (official), or clipped local box means on a grid of cells.
+
+    With a ``window``, the output is the mean of the ``window x window`` area around each ``step x step``
+    cell (``step`` times smaller than the input; ``spread`` resizes SCA's result back). Cells tile the map
+    from its origin, so the result is translation-equivariant by multiples of ``step``: the tiling engine
+    starts tiles on multiples of the network's size multiple, which ``NAFNet.set_local_pool`` keeps ``step``
+    a divisor of, and tiled stays equal to whole. A map whose sides ``step`` does not divide (a block run on
+    its own) gets the per-pixel box mean instead.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.window: int | None = None
+        self.step = 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.window is None:
             return x.mean(dim=(2, 3), keepdim=True)
-        return box_mean(x, self.window)
+        s = self.step
+        if s == 1 or x.shape[2] % s or x.shape[3] % s:
+            return box_mean(x, self.window)
+        return box_mean(F.avg_pool2d(x, s), self.window // s)
+
+    @staticmethod
+    def spread(a: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``a`` (a pooled map after SCA's conv) at the resolution of ``like``; a global mean broadcasts."""
+        if a.shape[2:] == like.shape[2:] or a.shape[2:] == (1, 1):
+            return a
+        return F.interpolate(a, size=like.shape[2:], mode="bilinear", align_corners=False)
+
+
+def pool_step(window: int, level_multiple: int) -> int:
+    """The cell size for a ``window``-pixel local pool on a level whose sides are multiples of
+    ``level_multiple``: the largest power of two that divides both, with at least 8 cells per window."""
+    step = 1
+    while step * 2 <= window // 8 and window % (step * 2) == 0 and level_multiple % (step * 2) == 0:
+        step *= 2
+    return step
 
 
 class NAFBlock(nn.Module):
@@ -138,7 +172,7 @@ class NAFBlock(nn.Module):
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         x = self.sg(self.conv2(self.conv1(self.norm1(inp))))
-        x = self.conv3(x * self.sca(x))
+        x = self.conv3(x * ChannelPool.spread(self.sca(x), x))
         y = inp + x * self.beta
         x = self.conv5(self.sg(self.conv4(self.norm2(y))))
         return y + x * self.gamma
@@ -201,7 +235,8 @@ class NAFNet(nn.Module):
         """Switch SCA between global pooling (``None``) and a ``window``-pixel local box mean.
 
         The window is given at full resolution and divided by 2 at each level down, so every level
-        averages over the same area of the photo.
+        averages over the same area of the photo; its cells (``ChannelPool``) divide the level's size
+        multiple, so that a tile starting on the network's size multiple sees the same cells as the photo.
         """
         self.config["local_pool"] = window
         levels = [(enc, i) for i, enc in enumerate(self.encoders)]
@@ -211,6 +246,7 @@ class NAFNet(nn.Module):
             for m in module.modules():
                 if isinstance(m, ChannelPool):
                     m.window = None if window is None else max(1, window // 2**level)
+                    m.step = 1 if m.window is None else pool_step(m.window, max(1, self.size_multiple // 2**level))
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         _, _, h, w = inp.shape
