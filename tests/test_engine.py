@@ -126,9 +126,13 @@ def test_cross_fade_hides_tile_boundaries() -> None:
     assert _max_step(soft) < _max_step(rgb) + 0.006  # with it, no step beyond the photo's own gradient
 
 
-def test_nafnet_local_pool_tiled_matches_whole(one_thread: None) -> None:
+@pytest.mark.parametrize("stem", [1, 2])
+def test_nafnet_local_pool_tiled_matches_whole(one_thread: None, stem: int) -> None:
+    """Also for the pixel-unshuffle stem, whose levels see twice as far (its margin is twice as wide)."""
     torch.manual_seed(0)
-    net = NAFNet(width=8, enc_blk_nums=[1, 1, 1, 1], middle_blk_num=1, dec_blk_nums=[1, 1, 1, 1], local_pool=64)
+    levels = [1] * (4 if stem == 1 else 3)
+    net = NAFNet(width=8 * stem, enc_blk_nums=levels, middle_blk_num=1, dec_blk_nums=levels, local_pool=64, stem=stem)
+    assert net.size_multiple == 16
     for name, p in net.named_parameters():  # beta/gamma start at 0 (identity): make every block act
         if name.endswith(("beta", "gamma")):
             nn.init.normal_(p, std=1.0)

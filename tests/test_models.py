@@ -263,7 +263,7 @@ def test_preset_resolves_bare_names_and_copies() -> None:
     assert arch == "dgf" and preset("dgf-light")[1] == DGF_LIGHT  # callers cannot alter the tables
     with pytest.raises(WeightsError, match="unknown preset 'unet'"):
         preset("unet")
-    assert generator_choices() == ["dgf", "dgf-light", "nafnet", "nafnet-s", "nafnet-w32", "nafnet-w64"]
+    assert generator_choices() == ["dgf", "dgf-light", "nafnet", "nafnet-s", "nafnet-s-unshuffle", "nafnet-w32", "nafnet-w64"]
 
 
 def test_registry_and_train_command_import_without_torch() -> None:

@@ -180,3 +180,23 @@ def test_cell_pool_stays_close_to_the_per_pixel_box_mean() -> None:
         pixels = net(x)
     psnr = -10 * torch.log10(F.mse_loss(cells, pixels))
     assert psnr > 50, psnr
+
+
+def test_unshuffle_stem_runs_nothing_at_full_resolution() -> None:
+    """stem=2: intro reads 2x2 blocks (12 channels), the output has the input's size, a zero ending is the
+    identity, and the pool windows and cells are scaled for the half-resolution first level."""
+    net = NAFNet(width=16, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1], local_pool=64, stem=2).eval()
+    assert net.intro.in_channels == 12 and net.ending.out_channels == 12 and net.size_multiple == 8
+    assert net.config["stem"] == 2 and "stem" not in NAFNet(width=8).config
+    assert (net.encoders[0][0].sca[0].window, net.encoders[0][0].sca[0].step) == (32, 4)
+    seen: list[tuple[int, int]] = []
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d) and m is not net.intro:
+            m.register_forward_hook(lambda _m, _i, out: seen.append(tuple(out.shape[2:])))
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        assert net(x).shape == x.shape
+        assert max(h for h, _ in seen) <= 20  # 40 px of input: no layer beyond intro at more than half
+        torch.nn.init.zeros_(net.ending.weight)
+        torch.nn.init.zeros_(net.ending.bias)
+        assert torch.equal(net(x), x)

@@ -185,13 +185,17 @@ class NAFNet(nn.Module):
     crops by itself, so any size works, but the tiling engine pads tiles up front to avoid doing it twice.
     ``tile_margin`` is the width of a tile's border that the tiling engine discards: the theoretical
     receptive field of a 4-level U-Net is hundreds of pixels, but the influence of far pixels decays fast,
-    and 32 px keeps tiled and whole-image outputs well above 45 dB PSNR of each other (tested).
+    and 32 px keeps tiled and whole-image outputs well above 45 dB PSNR of each other (tested); a ``stem``
+    scales it, as every layer then sees ``stem`` times as far.
+    ``stem`` > 1 replaces the full-resolution first level by a pixel unshuffle: ``intro`` reads the
+    ``stem x stem`` blocks of the photo as ``img_channel * stem²`` channels and ``ending`` writes them back
+    through a pixel shuffle, so no layer runs at full resolution (the layers there are bound by memory
+    traffic, not arithmetic; docs/performance.md).
     ``weights_dtype_safe``: with its weights cast to bf16 it still takes an fp32 input and adds the global
     residual in fp32 (only the body runs in bf16), so the tiling engine may run such a copy instead of
     autocast and a 16-bit photo keeps its precision where the network changes little.
     """
 
-    tile_margin = 32
     weights_dtype_safe = True
 
     def __init__(
@@ -202,6 +206,7 @@ class NAFNet(nn.Module):
         enc_blk_nums: tuple[int, ...] | list[int] = (1, 1, 1, 8),
         dec_blk_nums: tuple[int, ...] | list[int] = (1, 1, 1, 1),
         local_pool: int | None = None,
+        stem: int = 1,
     ) -> None:
         super().__init__()
         self.config = {
@@ -212,8 +217,12 @@ class NAFNet(nn.Module):
             "dec_blk_nums": list(dec_blk_nums),
             "local_pool": local_pool,
         }
-        self.intro = nn.Conv2d(img_channel, width, 3, padding=1)
-        self.ending = nn.Conv2d(width, img_channel, 3, padding=1)
+        if stem != 1:  # only then, so that files and caches of the plain network keep their config
+            self.config["stem"] = stem
+        self.stem = stem
+        self.tile_margin = 32 * stem
+        self.intro = nn.Conv2d(img_channel * stem * stem, width, 3, padding=1)
+        self.ending = nn.Conv2d(width, img_channel * stem * stem, 3, padding=1)
         self.encoders = nn.ModuleList()
         self.decoders = nn.ModuleList()
         self.downs = nn.ModuleList()
@@ -228,7 +237,7 @@ class NAFNet(nn.Module):
             self.ups.append(nn.Sequential(nn.Conv2d(chan, chan * 2, 1, bias=False), nn.PixelShuffle(2)))
             chan //= 2
             self.decoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(num)]))
-        self.size_multiple = 2 ** len(self.encoders)
+        self.size_multiple = 2 ** len(self.encoders) * stem
         self.set_local_pool(local_pool)
 
     def set_local_pool(self, window: int | None) -> None:
@@ -243,10 +252,11 @@ class NAFNet(nn.Module):
         levels += [(self.middle_blks, len(self.encoders))]
         levels += [(dec, len(self.decoders) - 1 - i) for i, dec in enumerate(self.decoders)]
         for module, level in levels:
+            scale = self.stem * 2**level  # full-resolution pixels per pixel of this level
             for m in module.modules():
                 if isinstance(m, ChannelPool):
-                    m.window = None if window is None else max(1, window // 2**level)
-                    m.step = 1 if m.window is None else pool_step(m.window, max(1, self.size_multiple // 2**level))
+                    m.window = None if window is None else max(1, window // scale)
+                    m.step = 1 if m.window is None else pool_step(m.window, max(1, self.size_multiple // scale))
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         _, _, h, w = inp.shape
@@ -258,7 +268,8 @@ class NAFNet(nn.Module):
             x_in = F.pad(inp, (0, pw, 0, ph), mode=mode)
         else:
             x_in = inp
-        x = self.intro(x_in.to(self.intro.weight.dtype))
+        x = x_in.to(self.intro.weight.dtype)
+        x = self.intro(F.pixel_unshuffle(x, self.stem) if self.stem > 1 else x)
         skips = []
         for encoder, down in zip(self.encoders, self.downs):
             x = encoder(x)
@@ -267,5 +278,6 @@ class NAFNet(nn.Module):
         x = self.middle_blks(x)
         for decoder, up, skip in zip(self.decoders, self.ups, reversed(skips)):
             x = decoder(up(x) + skip)
-        x = self.ending(x).to(x_in.dtype) + x_in
+        x = self.ending(x)
+        x = (F.pixel_shuffle(x, self.stem) if self.stem > 1 else x).to(x_in.dtype) + x_in
         return x[:, :, :h, :w]

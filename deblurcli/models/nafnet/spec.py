@@ -31,6 +31,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dec_blk_nums": [1, 1, 1, 1],
         "local_pool": 64,
     },
+    # The candidate default of issue 21: nafnet-s without its full-resolution level (a 2x pixel unshuffle
+    # instead), one more block at the half-resolution level on each side for about the same MACs.
+    "nafnet-s-unshuffle": {
+        "img_channel": 3,
+        "width": 32,
+        "middle_blk_num": 1,
+        "enc_blk_nums": [2, 1, 8],
+        "dec_blk_nums": [1, 1, 2],
+        "local_pool": 64,
+        "stem": 2,
+    },
     "nafnet-w32": {**_GOPRO, "width": 32, "local_pool": TLC_LOCAL_POOL},
     "nafnet-w64": {**_GOPRO, "width": 64, "local_pool": TLC_LOCAL_POOL},
 }
@@ -55,24 +66,35 @@ def _indices(keys: list[str], prefix: str) -> dict[int, set[int]]:
     return found
 
 
+def _stem(intro_channels: int) -> tuple[int, int]:
+    """(img_channel, stem) for an ``intro`` that reads ``intro_channels``: the smallest unshuffle factor that
+    leaves a plausible number of image channels (12 -> 3 channels in 2x2 blocks)."""
+    for stem in range(1, MAX_STEM + 1):
+        if intro_channels % (stem * stem) == 0 and intro_channels // (stem * stem) <= MAX_CHANNELS:
+            return intro_channels // (stem * stem), stem
+    return intro_channels, 1  # implausible() names it
+
+
 def config_from_state(sd: StateDict) -> dict[str, Any]:
-    """Width and block counts from the keys and shapes; ``local_pool`` is not in the weights (None)."""
+    """Width, block counts and stem from the keys and shapes; ``local_pool`` is not in the weights (None)."""
     keys = list(sd)
     intro = sd["intro.weight"]
     encoders = _indices(keys, "encoders")
     decoders = _indices(keys, "decoders")
-    return {
-        "img_channel": int(intro.shape[1]),
+    img_channel, stem = _stem(int(intro.shape[1]))
+    config = {
+        "img_channel": img_channel,
         "width": int(intro.shape[0]),
         "middle_blk_num": len({int(k.split(".")[1]) for k in keys if k.startswith("middle_blks.")}),
         "enc_blk_nums": [len(encoders.get(i, ())) for i in sorted(_indices(keys, "downs"))],
         "dec_blk_nums": [len(decoders.get(i, ())) for i in sorted(_indices(keys, "ups"))],
         "local_pool": None,
     }
+    return {**config, "stem": stem} if stem > 1 else config
 
 
 #: Far beyond the published models (width 64, 36 blocks, 4 levels), and still cheap to build empty.
-MAX_WIDTH, MAX_BLOCKS, MAX_LEVELS, MAX_CHANNELS = 512, 256, 8, 4
+MAX_WIDTH, MAX_BLOCKS, MAX_LEVELS, MAX_CHANNELS, MAX_STEM = 512, 256, 8, 4, 4
 
 
 def implausible(config: Mapping[str, Any]) -> str | None:
@@ -87,6 +109,8 @@ def implausible(config: Mapping[str, Any]) -> str | None:
         return f"{len(enc)} encoder and {len(dec)} decoder levels (at most {MAX_LEVELS}, as many of each)"
     if blocks > MAX_BLOCKS:
         return f"{blocks} blocks (at most {MAX_BLOCKS})"
+    if not 1 <= int(config.get("stem", 1)) <= MAX_STEM:
+        return f"stem {config['stem']} (at most {MAX_STEM})"
     return None
 
 
