@@ -151,6 +151,26 @@ def test_more_signals_during_the_write_cannot_cut_its_clean_up(tmp_path: Path, m
             im.load()
 
 
+def test_a_command_keeps_the_console_scripts_count_after_its_block() -> None:
+    """A second Ctrl-C that lands after the command's own block (CI once caught it while the interpreter
+    joined the writer thread at exit) is noted, not raised: the block keeps the installed handler and its
+    count instead of restoring a fresh one."""
+    from deblurcli.cli import interrupts
+
+    saved = [signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)]
+    try:
+        interrupts.install()
+        installed = signal.getsignal(signal.SIGINT)
+        with interrupts.handled():
+            assert signal.getsignal(signal.SIGINT) is installed
+            with pytest.raises(KeyboardInterrupt):
+                installed(signal.SIGINT, None)  # type: ignore[operator]
+        installed(signal.SIGINT, None)  # type: ignore[operator]  # the second: a note on stderr, no raise
+    finally:
+        for sig, old in zip((signal.SIGINT, signal.SIGTERM), saved):
+            signal.signal(sig, old)
+
+
 def test_stdout_closed_by_head_keeps_the_run_going_and_says_so(tmp_path: Path, model_file: Path) -> None:
     """Issue 19.20: ``deblur in -o out | head -n 1`` stopped after 2 of 4 photos, exit 1, silently."""
     src = tmp_path / "in"

@@ -54,9 +54,14 @@ def install() -> None:
 def handled() -> Iterator[None]:
     """The same handling for the duration of a block, restoring the previous handlers after it.
 
-    For a command run in process (tests, a library caller): :func:`install` covers the console script.
+    For a command run in process (tests, a library caller): :func:`install` covers the console script, and
+    there its handler is kept, not replaced: a fresh count restored after the block would let a second
+    Ctrl-C that lands after it (while the interpreter waits for the writer thread at exit) raise again.
     Only the main thread can set handlers; elsewhere the caller's own handling stays.
     """
+    if isinstance(signal.getsignal(signal.SIGINT), _Handler):
+        yield
+        return
     try:
         previous = [signal.getsignal(sig) for sig in _SIGNALS]
         handler = _Handler()
