@@ -199,10 +199,13 @@ def write_compare(path: Path, before: np.ndarray, after: np.ndarray, kernel: np.
 
 
 def method_label(result: Result) -> str:
-    """How a photo was deblurred, in the words of a compare strip's label: ``network``, ``kernel 21 px``,
-    ``unchanged``."""
+    """How a photo was deblurred, in the words of a compare strip's label: ``kernel 21 px``, ``unchanged``,
+    ``network``, and for a network chosen over an estimate the estimate it did not trust
+    (``network (kernel estimate 9 px, confidence 0.00: not used)``), so that the strip says why."""
     if result.method == "kernel" and result.kernel_size is not None:
         return f"kernel {result.kernel_size} px"
+    if result.method == "network" and result.kernel_size is not None and result.confidence is not None:
+        return f"network (kernel estimate {result.kernel_size} px, confidence {result.confidence:.2f}: not used)"
     return result.method
 
 

@@ -340,3 +340,14 @@ def test_a_write_that_loses_the_race_raises_output_exists(tmp_path: Path) -> Non
 
 def test_empty_job_list_completes() -> None:
     assert run([], Shade(), settings()) == ("completed", [])
+
+
+def test_compare_label_says_which_estimate_auto_did_not_trust() -> None:
+    from deblurcli.runner import method_label
+    from deblurcli.session import Result
+
+    rgb, kernel = np.zeros((4, 4, 3), np.float32), np.ones((9, 9), np.float32) / 81
+    assert method_label(Result(rgb, "kernel", kernel, 0.9)) == "kernel 9 px"
+    assert method_label(Result(rgb, "network", kernel, 0.04)) == "network (kernel estimate 9 px, confidence 0.04: not used)"
+    assert method_label(Result(rgb, "network")) == "network"  # no estimate (--method network, tiny photos)
+    assert method_label(Result(rgb, "unchanged", np.ones((1, 1), np.float32), 0.0)) == "unchanged"
