@@ -6,7 +6,7 @@ precision, each from a command that can be rerun.
     python bench/perf_report.py tiling --mp 2 --threads 1              # tiled vs whole, same photo, interleaved
     python bench/perf_report.py tiles --mp 3 --sizes 256,384,512,768   # CPU tile-size sweep
     python bench/perf_report.py precision --size 512 --threads 1       # fp32 vs bf16: speed and PSNR
-    python bench/perf_report.py backends --threads 1 --mp 12           # torch fp32/bf16 vs OpenVINO: tile and photo
+    python bench/perf_report.py backends --threads 1 --mp 12           # torch fp32/bf16 vs OpenVINO: tile and photo, FLOPs, share of the bf16 peak
 
 ``table`` runs each (architecture, threads, precision) in a fresh child process, so its peak resident memory
 (``wait4``'s ru_maxrss of the child alone) is that run's, and reports the model time of ``engine.deblur_array``
