@@ -5,6 +5,9 @@
 #   bash scripts/train_on_device.sh                      # nafnet-s, 8 minutes, batch 32 x 256²
 #   MODEL=dgf-light bash scripts/train_on_device.sh      # the DGF-light stage instead
 #   MODEL=nafnet-s-free bash scripts/train_on_device.sh  # the variant trained on the free photos alone
+#   MODEL=nafnet-s-unshuffle WEIGHTS=runs/unshuffle-init.safetensors bash scripts/train_on_device.sh
+#                                                        # the unshuffle-stem candidate, warm-started from
+#                                                        # scripts/warm_start_unshuffle.py (carry that file)
 #   BUDGET=6 LR=4e-4 EXTRA="--lpips 0.05" bash scripts/train_on_device.sh
 #
 # Installs nothing and needs no network. It runs from the repository root with PYTHONPATH=$PWD (no
@@ -21,7 +24,7 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 T0=$SECONDS
 
-MODEL=${MODEL:-nafnet-s}                 # nafnet-s | nafnet-s-free | dgf-light
+MODEL=${MODEL:-nafnet-s}                 # nafnet-s | nafnet-s-free | nafnet-s-unshuffle | dgf-light
 BUDGET=${BUDGET:-8}                      # training minutes (deblur train --max-minutes)
 TOTAL_S=${TOTAL_S:-590}                  # the whole script must end within this (device command limit 600 s)
 BATCH=${BATCH:-32}
@@ -46,8 +49,9 @@ VAL=${VAL:-.data/val}
 case $MODEL in
     nafnet-s) ARCH=nafnet ;;
     nafnet-s-free) ARCH=nafnet ;;
+    nafnet-s-unshuffle) ARCH=nafnet-s-unshuffle ;;
     dgf-light) ARCH=dgf-light ;;
-    *) echo "error: MODEL must be nafnet-s, nafnet-s-free or dgf-light, got $MODEL" >&2; exit 2 ;;
+    *) echo "error: MODEL must be nafnet-s, nafnet-s-free, nafnet-s-unshuffle or dgf-light, got $MODEL" >&2; exit 2 ;;
 esac
 WEIGHTS=${WEIGHTS:-weights/deblur-$MODEL.safetensors}
 RUN=${RUN:-runs/device-$MODEL-$(date -u +%Y%m%dT%H%M%S)}
