@@ -16,8 +16,9 @@ with global pooling; our own models are trained with the local pool they are run
 The attention needs one value per channel per window, not a window per pixel: the local mean is taken on a
 grid of ``step``-pixel cells (``step`` up to ``K / 8``, so a window spans at least 8 cells), SCA's 1x1 conv
 runs on that small map, and a bilinear resize spreads it back to full resolution (a 1x1 conv commutes with
-it). Against a box mean at every pixel this moved nafnet-s's output by 52-60 dB PSNR and its distance to the
-sharp photos by under 0.03 dB, and made a 1024² tile 1.55x faster in fp32 and 2.1x in bf16 (one thread).
+it). Against a box mean at every pixel this moved the shipped nafnet-s's outputs by 49-60 dB PSNR and its
+gains on three validation families by under 0.005 dB, and made a 1024² tile 1.30x faster in fp32 and 1.81x
+in bf16 (torch, one thread; ``bench/pool_cells.py``).
 """
 
 from __future__ import annotations
