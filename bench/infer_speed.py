@@ -47,21 +47,19 @@ RSS_LIMIT = 3 * GIB
 
 def make_photo(path: Path, megapixels: float, seed: int = 0, shaken: bool = False) -> tuple[int, int]:
     """A 4:3 JPEG of ``perf_report.synthetic_photo`` (compresses and decodes like a real photo), optionally
-    blurred by a 21 px kernel of ``bench/shake_kernels.py`` (circular FFT convolution) plus 1 % noise."""
+    blurred by a 21 px kernel of ``bench/shake_kernels.py`` (``blur.apply_kernels``) plus 1 % noise."""
     from perf_report import synthetic_photo
 
     rgb = synthetic_photo(megapixels, seed)
     if shaken:
         import torch
 
+        from deblurcli.blur import apply_kernels
         from shake_kernels import shake_kernel
 
-        kernel = torch.from_numpy(shake_kernel(np.random.default_rng(seed), 21).astype(np.float32))
-        h, w, _ = rgb.shape
-        otf = torch.fft.rfft2(torch.roll(torch.nn.functional.pad(kernel, (0, w - kernel.shape[1], 0, h - kernel.shape[0])),
-                                         (-(kernel.shape[0] // 2), -(kernel.shape[1] // 2)), (0, 1)))
-        image = torch.from_numpy(rgb).permute(2, 0, 1)
-        blurred = torch.fft.irfft2(torch.fft.rfft2(image) * otf, s=(h, w)).permute(1, 2, 0).numpy()
+        kernel = torch.from_numpy(shake_kernel(np.random.default_rng(seed), 21).astype(np.float32))[None, None]
+        image = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+        blurred = apply_kernels(image, kernel, method="fft")[0].permute(1, 2, 0).numpy()
         rgb = blurred + 0.01 * np.random.default_rng(seed + 1).standard_normal(blurred.shape).astype(np.float32)
     Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)).save(path, quality=92)
     return rgb.shape[1], rgb.shape[0]
