@@ -29,10 +29,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((np.clip(a, 0, 1) - b) ** 2)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=6)
@@ -45,6 +41,7 @@ def main() -> None:
     from PIL import Image
 
     from deblurcli.blur import BlurConfig, linear_to_srgb, srgb_to_linear, synthesize
+    from deblurcli.metrics import psnr as _psnr
     from deblurcli.session import Session
 
     torch.set_num_threads(args.threads)
