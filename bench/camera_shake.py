@@ -318,8 +318,8 @@ def sharp_table(sharp: Mapping[str, Mapping[str, Any]], n: int) -> str:
 # ------------------------------------------------------------------------------------------ methods
 
 
-#: The kernel path's refiner for the Session-based methods (``--refiner``): "auto" is what the CLI uses.
-REFINER: dict[str, str] = {"refiner": "auto"}
+#: Session options of the Session-based methods (``--refiner``, ``--blur-domain``); the defaults are the CLI's.
+SESSION_OPTIONS: dict[str, str] = {"refiner": "auto", "blur_domain": "auto"}
 
 
 def _session_method(method: str, device: str) -> Method:
@@ -329,7 +329,7 @@ def _session_method(method: str, device: str) -> Method:
     from deblurcli.session import Session
 
     keep_host_memory()  # as the CLI does
-    session = Session(method=method, device=device, refiner=REFINER["refiner"])
+    session = Session(method=method, device=device, **SESSION_OPTIONS)
 
     def run(rgb: np.ndarray) -> tuple[np.ndarray, Info]:
         result = session.deblur(rgb)
@@ -474,6 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--refiner", default="auto", help="the kernel path's refiner: auto, none, a model name or a weights file")
+    parser.add_argument("--blur-domain", default="auto", choices=("srgb", "linear", "auto"), help="the kernel path's --blur-domain")
     parser.add_argument("--no-sharp-check", action="store_true", help="skip the do-no-harm run on sharp photos")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--kernels-png", type=Path, metavar="FILE", help="write a picture of a dozen kernels and exit")
@@ -496,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    REFINER["refiner"] = args.refiner
+    SESSION_OPTIONS.update(refiner=args.refiner, blur_domain=args.blur_domain)
     photos = load_photos(photo_paths(args.photos, args.limit), args.crop)
     methods, missing = build_methods(names, args.device)
     for name, why in missing.items():

@@ -6,8 +6,10 @@ A sharp LIVE1 photo mirrored out to ``--mp`` megapixels (the synthetic test patt
 ``perf_report.synthetic_photo`` when ../shared is absent; its pixel-noise texture misleads the estimator) is blurred
 by a 13-15 px camera-shake kernel with 1 % noise; then ``Session(method="kernel")`` estimates its kernel
 (``Session.estimate``: two windows of at most 384² px, so the cost barely grows with the photo) and
-deconvolves the whole photo through the engine's tiles (``Session.run_kernel``). Wall and CPU seconds of each
-are printed: on a shared machine compare CPU seconds, on a quiet one wall time is what a user waits.
+deconvolves the whole photo through the engine's tiles (``Session.run_kernel``); what ``--blur-domain auto``
+adds on a blurred photo (a second estimate in linear light and ``Session.domain_of``) is timed too. Wall and
+CPU seconds of each are printed: on a shared machine compare CPU seconds, on a quiet one wall time is what a
+user waits.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def main() -> None:
     blurry = apply_kernels(sharp, kernel)[0]
     blurry += 0.01 * torch.randn(blurry.shape, generator=torch.Generator().manual_seed(4))
     rgb = blurry.clamp(0, 1).permute(1, 2, 0).contiguous().numpy()
-    session = Session("kernel", device="cpu")
+    session = Session("kernel", device="cpu", blur_domain="auto")
 
     def timed(fn):  # type: ignore[no-untyped-def]
         start, cpu = time.perf_counter(), time.process_time()
@@ -70,6 +72,8 @@ def main() -> None:
 
     estimate, est_wall, est_cpu = timed(lambda: session.estimate(rgb))
     noise = estimate.details.get("noise")
+    linear, lin_wall, lin_cpu = timed(lambda: session.estimate(rgb, domain="linear"))
+    (domain, _), dom_wall, dom_cpu = timed(lambda: session.domain_of(rgb, estimate.region, linear.kernel.cpu(), noise))
     out, dec_wall, dec_cpu = timed(lambda: session.run_kernel(rgb, estimate.kernel.cpu(), noise))
     h, w, _ = rgb.shape
     mp = h * w / 1e6
@@ -77,6 +81,8 @@ def main() -> None:
     print(f"{w}x{h} ({mp:.1f} MP), {args.threads} thread(s), torch {torch.__version__}: kernel {estimate.size} px, "
           f"confidence {estimate.confidence:.2f}")
     print(f"estimate     {est_wall:6.1f} s wall, {est_cpu:6.1f} CPU s")
+    print(f"+ in linear light and the domain test (--blur-domain auto): {lin_wall:6.1f} + {dom_wall:.1f} s wall, "
+          f"{lin_cpu:6.1f} + {dom_cpu:.1f} CPU s (chose {domain})")
     print(f"deconvolve   {dec_wall:6.1f} s wall, {dec_cpu:6.1f} CPU s  ({dec_wall / mp:.2f} s/MP)")
 
 

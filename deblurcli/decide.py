@@ -17,6 +17,10 @@ and documented in one place (docs/how_deblurcli_decides.md explains it for users
    input by far more than the noise (:mod:`deblurcli.kernel.residual`). When more than
    :data:`MAX_UNEXPLAINED` of the photo is missed like that, auto hands the photo to the network after all.
 
+Between steps 1 and 2, a photo that is not sharp is estimated again in linear light and the blur's domain is
+judged (``--blur-domain auto``, :meth:`deblurcli.session.Session.domain_of`); steps 2-4 then judge and use
+that domain's estimate.
+
 ``--method kernel`` skips step 3's fallback (the user asked for deconvolution: an unconfident estimate is
 still used, with a note) but keeps the sharp-photo gate.
 """
@@ -31,6 +35,9 @@ if TYPE_CHECKING:
 
 #: ``--method`` choices, in the order the CLI lists them.
 METHODS: tuple[str, ...] = ("auto", "network", "kernel")
+#: ``--blur-domain`` choices: where the kernel method estimates and deconvolves (:mod:`deblurcli.kernel.domain`).
+#: Here, not there, so that the CLI lists them without importing torch.
+BLUR_DOMAINS: tuple[str, ...] = ("srgb", "linear", "auto")
 #: Confidence at which auto trusts the kernel (the estimator calibrates its score so that >= 0.5 means
 #: "deconvolving with it is expected to help").
 MIN_CONFIDENCE = 0.5
@@ -73,7 +80,7 @@ def decide(estimate: KernelEstimate, *, method: str, has_network: bool) -> Choic
 
 
 def after_deconvolution(unexplained: float, *, method: str, has_network: bool) -> Choice | None:
-    """Step 4: None when the kernel explains the photo (``unexplained`` at most :data:`MAX_UNEXPLAINED`), else
+    """The last step (after deconvolving): None when the kernel explains the photo (``unexplained`` at most :data:`MAX_UNEXPLAINED`), else
     what to return instead: auto hands the photo to the network; ``--method kernel`` keeps the deconvolution,
     with the reason as a note."""
     if unexplained <= MAX_UNEXPLAINED:

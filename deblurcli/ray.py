@@ -151,6 +151,7 @@ def deblur_paths(
     weights: str | Path | None = None,
     kernel: str | Path | None = None,
     kernel_size: int = 35,
+    blur_domain: str = "auto",
     refiner: str = "auto",
     device: str = "auto",
     precision: str = "auto",
@@ -198,7 +199,7 @@ def deblur_paths(
             by_index[index] = skipped
     session = {
         "method": method, "model": model, "weights": None if weights is None else str(Path(weights).absolute()),
-        "kernel": None if kernel is None else str(Path(kernel).absolute()), "kernel_size": kernel_size,
+        "kernel": None if kernel is None else str(Path(kernel).absolute()), "kernel_size": kernel_size, "blur_domain": blur_domain,
         "refiner": str(Path(refiner).absolute()) if is_weights_file(refiner) else refiner,
         "device": device, "precision": precision, "backend": backend, "tile": tile, "overlap": overlap, "strength": strength,
     }

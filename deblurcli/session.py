@@ -31,12 +31,14 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from deblurcli.decide import METHODS
+from deblurcli.decide import BLUR_DOMAINS, METHODS
 from deblurcli.errors import DeblurError, OptionError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from deblurcli.kernel.domain import Domain
 
     from deblurcli.backends.openvino import OpenVINONetwork
     from deblurcli.kernel.estimate import KernelEstimate
@@ -87,7 +89,9 @@ class Session:
     ``kernel_size`` is the largest kernel the estimator looks for, in pixels of the photo. ``refiner``:
     ``"auto"`` (the catalogue's refiner, if one is shipped), ``"none"``/None, a catalogue name, or a weights file.
     ``backend``: ``"auto"``, ``"torch"`` or ``"openvino"``; None: ``$DEBLUR_BACKEND``, else auto
-    (:func:`deblurcli.backends.resolve_backend`).
+    (:func:`deblurcli.backends.resolve_backend`). ``blur_domain``: where the kernel method estimates and
+    deconvolves, ``"srgb"`` (the photo's values), ``"linear"`` (light, as a camera blurs it) or ``"auto"``
+    (judged per blurred photo, :meth:`domain_of`; :mod:`deblurcli.kernel.domain`).
     """
 
     def __init__(
@@ -109,6 +113,7 @@ class Session:
         kernel_size: int = 35,
         refiner: str | Path | None = "auto",
         backend: str | None = None,
+        blur_domain: str = "auto",
     ) -> None:
         from deblurcli.devices import resolve_device, resolve_precision, set_threads
         from deblurcli.engine import check_strength
@@ -120,6 +125,9 @@ class Session:
         check_strength(strength)
         if kernel_size < 3:
             raise OptionError(f"must be at least 3 px, got {kernel_size}", "--kernel-size")
+        if blur_domain not in BLUR_DOMAINS:
+            raise OptionError(f"unknown blur domain {blur_domain!r}: use {', '.join(BLUR_DOMAINS)}", "--blur-domain")
+        self.blur_domain: Domain = blur_domain  # type: ignore[assignment]
         if threads is not None:
             set_threads(threads)
         self.method: Method = "kernel" if kernel is not None else method  # type: ignore[assignment]
@@ -209,6 +217,7 @@ class Session:
             parts += [f"backend {_backend_name(self.backend)}", self.plan.describe()]
         if self.method != "network":
             parts.append("known kernel" if self.known_kernel is not None else f"kernels up to {self.kernel_size} px")
+            parts.append(f"blur domain {self.blur_domain}")
             refiner = f"refiner {self.refiner_label} (backend {_backend_name(self.refiner_backend)})"
             parts.append(refiner if self.refiner is not None else "no refiner")
         return ", ".join(parts)
@@ -226,8 +235,10 @@ class Session:
         if self.method == "network":
             result = Result(self.run_network(rgb, progress), "network")
         elif self.known_kernel is not None:
-            out = self.refine(self.run_kernel(rgb, self.known_kernel, None, progress), progress)
-            result = Result(out, "kernel", self.known_kernel.numpy())
+            noise = _noise_of(rgb)
+            domain, notes = self.domain_of(rgb, None, self.known_kernel, noise)
+            out = self.refine(self.run_kernel(rgb, self.known_kernel, noise, progress, domain=domain), progress)
+            result = Result(out, "kernel", self.known_kernel.numpy(), notes=notes)
         else:
             result = self._estimated(rgb, progress)
         if result.method != "unchanged":
@@ -256,18 +267,26 @@ class Session:
             progress=progress, compile=self.compile, backend=self.refiner_backend,
         )
 
-    def run_kernel(self, rgb: np.ndarray, kernel: torch.Tensor, noise: float | None, progress: ProgressFn | None = None) -> np.ndarray:
+    def run_kernel(
+        self, rgb: np.ndarray, kernel: torch.Tensor, noise: float | None, progress: ProgressFn | None = None,
+        *, domain: Domain | None = None,
+    ) -> np.ndarray:
         """Non-blind deconvolution of the whole photo with ``kernel``, tiled through the engine (always fp32:
-        FFT-based deconvolution amplifies the rounding of reduced precision)."""
+        FFT-based deconvolution amplifies the rounding of reduced precision). ``noise`` is the encoded photo's
+        noise std (measured when None); ``domain`` defaults to the session's (sRGB under "auto")."""
         import torch
 
         from deblurcli.engine import deblur_array
         from deblurcli.kernel.deconv import Deconvolver
+        from deblurcli.kernel.domain import linear_noise
         from deblurcli.tiling import plan_tiles
 
+        domain = domain or self._fixed_domain
         if noise is None:
             noise = _noise_of(rgb)
-        deconvolver = Deconvolver(kernel.to(self.device), noise=noise).to(self.device)
+        if domain == "linear":
+            noise = linear_noise(torch.from_numpy(np.ascontiguousarray(rgb)), noise)
+        deconvolver = Deconvolver(kernel.to(self.device), noise=noise, domain=domain).to(self.device)
         plan = plan_tiles(deconvolver, self.device, tile=_deconv_tile(deconvolver, self.device), overlap=self.overlap, batch_size=1)
         return deblur_array(deconvolver, rgb, device=self.device, plan=plan, precision=torch.float32, progress=progress)
 
@@ -281,19 +300,32 @@ class Session:
             out = self.run_network(rgb, progress) if early.method == "network" else rgb.copy()
             return Result(out, early.method, notes=[early.reason])
         estimate = self.estimate(rgb)
+        # Deconvolution, the domain test and the whole-photo check take the noise of the photo as encoded (they
+        # rescale it for linear light); an estimate in linear light measured the decoded values' noise, and one
+        # under 64 px measured none.
+        noise = estimate.details.get("noise") if self._fixed_domain == "srgb" else None
+        if noise is None:
+            noise = _noise_of(rgb)
+        domain, domain_notes = self._fixed_domain, []
+        if self.blur_domain == "auto" and not estimate.near_delta and estimate.size > 1:
+            in_light = self.estimate(rgb, domain="linear")
+            domain, domain_notes = self.domain_of(rgb, estimate.region, in_light.kernel.detach().cpu(), noise)
+            if domain == "linear":
+                estimate = in_light
+        elif self.blur_domain == "linear":
+            domain_notes = ["kernel estimated in linear light (--blur-domain linear)"]
         kernel = estimate.kernel.detach().cpu()
         choice = decide(estimate, method=self.method, has_network=has_network)
-        common = {"kernel": kernel.numpy(), "confidence": estimate.confidence, "notes": [*estimate.notes, choice.reason]}
+        common = {"kernel": kernel.numpy(), "confidence": estimate.confidence,
+                  "notes": [*domain_notes, *estimate.notes, choice.reason]}
         log.debug("%s (kernel %d px, confidence %.2f): %s", choice.method, estimate.size, estimate.confidence, choice.reason)
         if choice.method == "unchanged":
             return Result(rgb.copy(), "unchanged", **common)
         if choice.method == "network":
             return Result(self.run_network(rgb, progress), "network", **common)
-        noise = estimate.details.get("noise")
-        if noise is None:  # the estimator gave up before measuring it (a photo under 64 px)
-            noise = _noise_of(rgb)
-        deconvolved = self.run_kernel(rgb, kernel, noise, progress)
-        late = after_deconvolution(self.unexplained(rgb, deconvolved, kernel, noise), method=self.method, has_network=has_network)
+        deconvolved = self.run_kernel(rgb, kernel, noise, progress, domain=domain)
+        late = after_deconvolution(self.unexplained(rgb, deconvolved, kernel, noise, domain=domain), method=self.method,
+                                   has_network=has_network)
         if late is not None:
             log.debug("%s: %s", late.method, late.reason)
             common["notes"].append(late.reason)
@@ -302,24 +334,60 @@ class Session:
                 return Result(out, late.method, **common)
         return Result(self.refine(deconvolved, progress), "kernel", **common)
 
-    @staticmethod
-    def unexplained(rgb: np.ndarray, deconvolved: np.ndarray, kernel: torch.Tensor, noise: float) -> float:
-        """Share of ``rgb`` (luma) that its deconvolution with ``kernel`` does not re-blur back to (step 4 of
-        :mod:`deblurcli.decide`); ``noise`` is the photo's noise std, as the estimate measured it."""
+    def unexplained(
+        self, rgb: np.ndarray, deconvolved: np.ndarray, kernel: torch.Tensor, noise: float, *, domain: Domain | None = None,
+    ) -> float:
+        """Share of ``rgb`` (luma) that its deconvolution with ``kernel`` does not re-blur back to (the last step of
+        :mod:`deblurcli.decide`), in ``domain`` (default: the session's); ``noise`` is the encoded photo's noise std."""
         import torch
 
+        from deblurcli.kernel.domain import linear_noise, to_linear
         from deblurcli.kernel.residual import unexplained_share
 
         grey, restored = (torch.from_numpy(np.ascontiguousarray(luma(a))) for a in (rgb, deconvolved))
+        if (domain or self._fixed_domain) == "linear":
+            noise = linear_noise(grey, noise)
+            grey, restored = to_linear(grey), to_linear(restored)
         return unexplained_share(grey, restored, kernel, noise)
 
-    def estimate(self, rgb: np.ndarray) -> KernelEstimate:
-        """The blind kernel estimate of ``rgb`` (on its luma), for kernels up to the session's maximum size and
-        at most a tenth of the photo's shorter side (:func:`max_kernel_size`)."""
+    @property
+    def _fixed_domain(self) -> Domain:
+        """The domain used where nothing is chosen per photo: the session's, sRGB under "auto"."""
+        return "linear" if self.blur_domain == "linear" else "srgb"
+
+    def domain_of(
+        self, rgb: np.ndarray, region: tuple[int, int, int, int] | None, kernel: torch.Tensor, noise: float,
+    ) -> tuple[Domain, list[str]]:
+        """The blur domain of ``rgb`` under the session's ``blur_domain`` and a note saying it, judged (under
+        "auto") on ``region`` (the estimation window; None: a centred one) with the linear-light ``kernel``."""
         import torch
 
+        from deblurcli.kernel.domain import choose_domain
+        from deblurcli.kernel.estimate import MAX_WINDOW
+
+        if self.blur_domain != "auto":
+            return self._fixed_domain, []
+        h, w = rgb.shape[:2]
+        if region is None:
+            side = min(MAX_WINDOW, h, w)
+            region = ((h - side) // 2, (w - side) // 2, side, side)
+        y0, x0, bh, bw = region
+        window = torch.from_numpy(np.ascontiguousarray(rgb[y0 : y0 + bh, x0 : x0 + bw])).permute(2, 0, 1)
+        domain, ratio = choose_domain(window, kernel, noise)
+        where = "linear light" if domain == "linear" else "sRGB"
+        return domain, [f"blurred in {where} (out-of-range ratio {ratio:.1f} of linear to sRGB deconvolution)"]
+
+    def estimate(self, rgb: np.ndarray, *, domain: Domain | None = None) -> KernelEstimate:
+        """The blind kernel estimate of ``rgb`` (on its luma; the luma of linear light in ``domain`` "linear",
+        which defaults to the session's, sRGB under "auto"), for kernels up to the session's maximum size and at
+        most a tenth of the photo's shorter side (:func:`max_kernel_size`)."""
+        import torch
+
+        from deblurcli.kernel.domain import to_linear
         from deblurcli.kernel.estimate import estimate_kernel
 
+        if (domain or self._fixed_domain) == "linear":
+            rgb = to_linear(torch.from_numpy(rgb)).numpy()
         grey = torch.from_numpy(np.ascontiguousarray(luma(rgb))).to(self.device)
         return estimate_kernel(grey, max_size=max_kernel_size(self.kernel_size, rgb.shape[:2]))
 
@@ -333,7 +401,7 @@ MIN_KERNEL_SEARCH = 7
 
 
 def _noise_of(rgb: np.ndarray) -> float:
-    """Noise std of a photo's luma (what sets deconvolution's regulariser and step 4's residual scale)."""
+    """Noise std of a photo's luma (what sets deconvolution's regulariser and the whole-photo check's residual scale)."""
     import torch
 
     from deblurcli.kernel.noise import estimate_noise

@@ -116,11 +116,11 @@ def test_a_deconvolution_that_leaves_much_unexplained_goes_to_the_network_under_
     to a fifth of the photo (a moving object elsewhere); auto uses the network, --method kernel says so."""
     seen: list[float] = []
 
-    def unexplained(rgb: np.ndarray, deconvolved: np.ndarray, kernel: torch.Tensor, noise: float) -> float:
+    def unexplained(_: Session, rgb: np.ndarray, deconvolved: np.ndarray, kernel: torch.Tensor, noise: float, *, domain: str) -> float:
         seen.append(float(np.abs(deconvolved - rgb).mean()))
         return 0.2
 
-    monkeypatch.setattr(Session, "unexplained", staticmethod(unexplained))
+    monkeypatch.setattr(Session, "unexplained", unexplained)
     network = Recorder()
     blurry = blur(shapes(128, 128), bent_path())
     session = Session(method, module=network, device="cpu", refiner="none")

@@ -61,6 +61,7 @@ def command(
     method: str,
     kernel: Path | None,
     kernel_size: int,
+    blur_domain: str,
     refiner: str,
     model_name: str | None,
     weights: Path | None,
@@ -103,7 +104,7 @@ def command(
     try:
         outcomes = deblur_paths(
             inputs, output, recursive=recursive, method=method, model=model_name, weights=weights, kernel=kernel,
-            kernel_size=kernel_size, refiner=refiner, device=device, precision=precision, backend=backend, tile=tile,
+            kernel_size=kernel_size, blur_domain=blur_domain, refiner=refiner, device=device, precision=precision, backend=backend, tile=tile,
             overlap=overlap, strength=strength, compare=compare, save_kernel=save_kernel, overwrite=overwrite,
             allow_huge=allow_huge, quality=quality, address=address,
             cluster=ClusterOptions(actors, cpus_per_actor, gpus_per_actor),

@@ -105,6 +105,7 @@ def command(
     method: str,
     kernel: Path | None,
     kernel_size: int,
+    blur_domain: str,
     refiner: str,
     model_name: str | None,
     weights: Path | None,
@@ -151,6 +152,7 @@ def command(
             method=method,
             kernel=kernel,
             kernel_size=kernel_size,
+            blur_domain=blur_domain,
             refiner=refiner,
             model_name=model_name,
             weights=weights,
@@ -202,6 +204,7 @@ def evaluate(
     weights: Path | None = None,
     kernel: Path | None = None,
     kernel_size: int = 35,
+    blur_domain: str = "auto",
     refiner: str = "auto",
     outputs_dir: Path | None = None,
     side_by_side: bool = False,
@@ -235,8 +238,8 @@ def evaluate(
         produce, source = _existing_outputs(outputs_dir, problems), {"outputs": str(outputs_dir)}
     else:
         produce, source = _session_outputs(
-            method=method, model=model_name, weights=weights, kernel=kernel, kernel_size=kernel_size, refiner=refiner, device=device,
-            precision=precision, backend=backend, tile=tile,
+            method=method, model=model_name, weights=weights, kernel=kernel, kernel_size=kernel_size, blur_domain=blur_domain,
+            refiner=refiner, device=device, precision=precision, backend=backend, tile=tile,
         )
     for line in problems[:10]:
         click.echo(f"warning: {line}", err=True)

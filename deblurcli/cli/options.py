@@ -149,12 +149,13 @@ def require_extra(extra: str, *modules: str) -> None:
 
 
 def method_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--method``, ``--kernel``, ``--kernel-size``, ``--refiner``: how photos are deblurred (see
-    docs/how_deblurcli_decides.md)."""
-    from deblurcli.decide import METHODS
+    """``--method``, ``--kernel``, ``--kernel-size``, ``--blur-domain``, ``--refiner``: how photos are deblurred
+    (see docs/how_deblurcli_decides.md)."""
+    from deblurcli.decide import BLUR_DOMAINS, METHODS
 
     command = click.option("--refiner", default="auto", show_default=True, metavar="[auto|none|NAME|FILE]", help="Network run over the kernel method's deconvolution (auto: the catalogue's refiner, if one ships; none: the deconvolution as it is).")(command)
 
+    command = click.option("--blur-domain", type=click.Choice(BLUR_DOMAINS), default="auto", show_default=True, help="Where the kernel method estimates and deconvolves: srgb (the photo's values as stored: blur added to a finished image), linear (light, as a camera blurs it), or auto: judged per photo (see docs/how_deblurcli_decides.md).")(command)
     command = click.option("--kernel-size", type=click.IntRange(3, 255), default=35, show_default=True, metavar="N", help="Largest camera-shake kernel to look for, in pixels of the photo.")(command)
     command = click.option("--kernel", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="Deconvolve with this known blur kernel (a PNG or .npy PSF) instead of estimating one.")(command)
     return click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True, help="auto: deconvolve camera shake with an estimated kernel, the network for other blur, sharp photos left unchanged; network; kernel.")(command)

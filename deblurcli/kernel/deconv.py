@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deblurcli.kernel.boundary import extend_periodic, fast_fft_size
+from deblurcli.kernel.domain import Domain, from_linear, linear_saturation, to_linear
 from deblurcli.kernel.noise import estimate_noise
 
 __all__ = [
@@ -119,15 +120,15 @@ def _otf(kernel: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return torch.fft.rfft2(canvas.roll(shifts=(-r, -r), dims=(0, 1)))
 
 
-def saturation_mask(image: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
-    """Data-term weights ``C x H x W``: 0 where a channel is clipped (>= ``SATURATION``), 1 elsewhere.
+def saturation_mask(image: torch.Tensor, kernel: torch.Tensor | None = None, threshold: float = SATURATION) -> torch.Tensor:
+    """Data-term weights ``C x H x W``: 0 where a channel is clipped (>= ``threshold``), 1 elsewhere.
 
     With ``kernel``, the zeros are dilated to every pixel that shares a latent pixel with a clipped one (the
     support of the kernel's autocorrelation). Those pixels are not clipped but they are explained by a light
     far brighter than white that the mask leaves unconstrained; trusting them while the light itself is free
     makes the solver ring around every lamp (measured: bench/deconv_speed.py saturation).
     """
-    clipped = (image >= SATURATION).to(image.dtype)
+    clipped = (image >= threshold).to(image.dtype)
     if kernel is None or not bool(clipped.any()):
         return 1.0 - clipped
     h, w = image.shape[-2:]
@@ -192,14 +193,18 @@ def deconvolve(
     alpha: float = 2 / 3,
     weight: float | None = None,
     mask_saturated: bool = True,
+    saturation: float = SATURATION,
     pad: int | None = None,
+    clip: bool = True,
 ) -> torch.Tensor:
     """Sharp ``C x H x W`` image in [0, 1] from a blurry one, given its blur ``kernel`` (``k x k``, odd k).
 
     ``noise``: the noise standard deviation (estimated from ``image`` when None); it sets the prior ``weight``
     (:func:`weight_for_noise`) unless ``weight`` is given (larger = smoother; Krishnan & Fergus' ``lambda`` is
-    ``1 / weight``). ``mask_saturated`` drops clipped highlights from the data term. ``pad``: width of the
-    smooth boundary band (default twice the kernel size); the canvas is rounded up to a fast FFT size.
+    ``1 / weight``). ``mask_saturated`` drops values at or above ``saturation`` (clipped highlights) from the
+    data term. ``pad``: width of the smooth boundary band (default twice the kernel size); the canvas is
+    rounded up to a fast FFT size. ``clip=False`` returns the solution before it is clipped to [0, 1] (how far
+    it strays outside is what ``domain.choose_domain`` compares).
     """
     if image.dim() != 3:
         raise ValueError(f"image must be C x H x W, got shape {tuple(image.shape)}")
@@ -217,9 +222,9 @@ def deconvolve(
     mask = torch.zeros_like(canvas)
     mask[:, :h, :w] = 1.0
     if mask_saturated:
-        mask[:, :h, :w] = saturation_mask(y, k)
-    x = _solve(canvas, mask, otf, weight, alpha)
-    return x[:, :h, :w].clamp(0.0, 1.0)
+        mask[:, :h, :w] = saturation_mask(y, k, saturation)
+    x = _solve(canvas, mask, otf, weight, alpha)[:, :h, :w]
+    return x.clamp(0.0, 1.0) if clip else x
 
 
 class Deconvolver(nn.Module):
@@ -231,6 +236,8 @@ class Deconvolver(nn.Module):
     (``estimate_noise``): left None, every tile estimates its own, and tiles may then disagree slightly.
     At the photo's borders the engine's mirrored margin is recognised and dropped (:meth:`_mirrored`), so a
     border tile is solved like :func:`deconvolve` solves the photo's edge: as an unknown boundary.
+    ``domain="linear"`` deconvolves each tile in linear light and encodes it back (``domain.py``); ``noise`` is
+    then the noise std of the linear values (``domain.linear_noise`` of the whole photo).
     """
 
     #: Default tile margin in kernel sizes (see bench/deconv_speed.py for tiled vs whole agreement).
@@ -245,11 +252,15 @@ class Deconvolver(nn.Module):
         weight: float | None = None,
         mask_saturated: bool = True,
         tile_margin: int | None = None,
+        domain: Domain = "srgb",
     ) -> None:
         super().__init__()
         _check_kernel(kernel)
         self.register_buffer("kernel", kernel.detach().float().clone(), persistent=False)
+        if domain not in ("srgb", "linear"):
+            raise ValueError(f"domain must be 'srgb' or 'linear', got {domain!r}")
         self.noise, self.alpha, self.weight, self.mask_saturated = noise, alpha, weight, mask_saturated
+        self.domain = domain
         size = kernel.shape[-1]
         self.size_multiple = 1
         self.tile_margin = self.MARGIN_KERNELS * size if tile_margin is None else max(size, int(tile_margin))
@@ -261,6 +272,7 @@ class Deconvolver(nn.Module):
             "weight": weight,
             "mask_saturated": mask_saturated,
             "tile_margin": self.tile_margin,
+            "domain": domain,
         }
 
     def _mirrored(self, x: torch.Tensor) -> tuple[int, int, int, int]:
@@ -284,14 +296,19 @@ class Deconvolver(nn.Module):
         for img in x.float():
             top, bottom, left, right = self._mirrored(img)
             h, w = img.shape[-2:]
+            part = img[:, top : h - bottom, left : w - right]
+            linear = self.domain == "linear"
             sharp = deconvolve(
-                img[:, top : h - bottom, left : w - right],
+                to_linear(part) if linear else part,
                 self.kernel,
                 noise=self.noise,
                 alpha=self.alpha,
                 weight=self.weight,
                 mask_saturated=self.mask_saturated,
+                saturation=linear_saturation(SATURATION) if linear else SATURATION,
             )
+            if linear:
+                sharp = from_linear(sharp)
             # The engine discards the cut bands; fill them (edge values) only to keep the shape.
             out.append(F.pad(sharp[None], (left, right, top, bottom), mode="replicate")[0])
         return torch.stack(out)
