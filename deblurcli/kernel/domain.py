@@ -28,7 +28,7 @@ __all__ = ["Domain", "choose_domain", "from_linear", "linear_noise", "linear_sat
 #: Where the kernel method estimates and deconvolves (``decide.BLUR_DOMAINS`` lists them for the CLI).
 Domain = Literal["srgb", "linear"]
 #: :func:`choose_domain` picks linear light when the linear solution strays out of [0, 1] at most this many
-#: times as often as the sRGB one.
+#: times as often as the sRGB one (set after seeing the camera-shake bench's ratios, see choose_domain).
 LINEAR_RATIO = 2.0
 
 
@@ -71,9 +71,10 @@ def choose_domain(window: torch.Tensor, kernel: torch.Tensor, noise: float) -> t
     linear light, and each solution's share of values outside [0, 1] is counted. In the wrong domain a
     blurred high-contrast edge is not the kernel applied to a step, and the solver fits it with over- and
     undershooting lobes; a slightly wrong kernel makes lobes in both domains alike, which the ratio cancels.
-    Measured (an ad-hoc script; see docs/how_deblurcli_decides.md): the ratio was 2.9-30 on 8 sRGB blurs and
-    1.0-2.9 on the same photos blurred in linear light. Comparing each domain's solution with its own kernel
-    did not separate them (0.5-27 against 1.6-98).
+    Measured on 8 LIVE1 photos blurred both ways (``bench/blur_domain.py`` reruns 6 of them): the ratio was
+    2.9-30 on sRGB blur and 1.0-2.9 on linear-light blur; the camera-shake bench's sRGB blurs measured 2.2-17,
+    which is why :data:`LINEAR_RATIO` is 2.0 and not 2.9 (docs/how_deblurcli_decides.md). Comparing each
+    domain's solution with its own kernel did not separate them (0.5-27 against 1.6-98).
     """
     from deblurcli.kernel.deconv import SATURATION, deconvolve
 
