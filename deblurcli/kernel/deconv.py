@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deblurcli.kernel.boundary import extend_periodic, fast_fft_size
-from deblurcli.kernel.domain import Domain, from_linear, linear_saturation, to_linear
+from deblurcli.kernel.domain import DOMAINS, Domain, from_linear, linear_saturation, to_linear
 from deblurcli.kernel.noise import estimate_noise
 
 __all__ = [
@@ -257,8 +257,8 @@ class Deconvolver(nn.Module):
         super().__init__()
         _check_kernel(kernel)
         self.register_buffer("kernel", kernel.detach().float().clone(), persistent=False)
-        if domain not in ("srgb", "linear"):
-            raise ValueError(f"domain must be 'srgb' or 'linear', got {domain!r}")
+        if domain not in DOMAINS:
+            raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
         self.noise, self.alpha, self.weight, self.mask_saturated = noise, alpha, weight, mask_saturated
         self.domain = domain
         size = kernel.shape[-1]

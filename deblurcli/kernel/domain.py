@@ -1,10 +1,10 @@
-"""Deconvolution in linear light: a camera blurs light, before its tone curve, not the stored values.
+"""Deconvolution in linear light, and which domain a photo was blurred in.
 
 A camera photo is ``encode(k (x) linear)``, not ``k (x) encode(sharp)``; test sets and the camera-shake bench
-blur the stored values. Deconvolving in the wrong domain costs about 4 dB even with the true kernel
+blur the stored values. Deconvolving in the wrong domain cost 0.3-5.0 dB even with the true kernel
 (``python bench/blur_domain.py``: LIVE1 photos, the held-out shake family, 1 % noise; figures in
-docs/how_deblurcli_decides.md, "Linear light"). ``--blur-domain`` chooses it; no test tells the two apart
-per photo yet (the attempts and why they failed are in that document).
+docs/how_deblurcli_decides.md, "Linear light and ``--blur-domain``"). :func:`choose_domain` judges it per
+photo for ``--blur-domain auto``; the tests that did not work are in that document.
 
 Linear-light deconvolution (:func:`to_linear`, :func:`linear_noise`, :func:`linear_saturation`): the
 photo's values are decoded with the sRGB curve (the usual encoding, and close to the gamma-2.2 curves of
@@ -17,16 +17,17 @@ on one.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 from deblurcli.blur import linear_to_srgb, srgb_to_linear
 
-__all__ = ["Domain", "choose_domain", "from_linear", "linear_noise", "linear_saturation", "out_of_range", "to_linear"]
+__all__ = ["DOMAINS", "Domain", "choose_domain", "from_linear", "linear_noise", "linear_saturation", "out_of_range", "to_linear"]
 
 #: Where the kernel method estimates and deconvolves (``decide.BLUR_DOMAINS`` lists them for the CLI).
 Domain = Literal["srgb", "linear"]
+DOMAINS: tuple[Domain, ...] = get_args(Domain)
 #: :func:`choose_domain` picks linear light when the linear solution strays out of [0, 1] at most this many
 #: times as often as the sRGB one (set after seeing the camera-shake bench's ratios, see choose_domain).
 LINEAR_RATIO = 2.0
