@@ -7,9 +7,9 @@ A sharp LIVE1 photo mirrored out to ``--mp`` megapixels (the synthetic test patt
 by a 13-15 px camera-shake kernel with 1 % noise; then ``Session(method="kernel")`` estimates its kernel
 (``Session.estimate``: two windows of at most 384² px, so the cost barely grows with the photo) and
 deconvolves the whole photo through the engine's tiles (``Session.run_kernel``); what ``--blur-domain auto``
-adds on a blurred photo (a second estimate in linear light and ``Session.domain_of``) is timed too. Wall and
-CPU seconds of each are printed: on a shared machine compare CPU seconds, on a quiet one wall time is what a
-user waits.
+adds on a blurred photo (a second estimate in linear light on the same windows, and ``Session.domain_of``) is
+timed too. Wall and CPU seconds of each are printed: on a shared machine compare CPU seconds, on a quiet one
+wall time is what a user waits.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main() -> None:
 
     estimate, est_wall, est_cpu = timed(lambda: session.estimate(rgb))
     noise = estimate.details.get("noise")
-    linear, lin_wall, lin_cpu = timed(lambda: session.estimate(rgb, domain="linear"))
+    linear, lin_wall, lin_cpu = timed(lambda: session.estimate(rgb, domain="linear", like=estimate))
     (domain, _), dom_wall, dom_cpu = timed(lambda: session.domain_of(rgb, estimate.region, linear.kernel.cpu(), noise))
     out, dec_wall, dec_cpu = timed(lambda: session.run_kernel(rgb, estimate.kernel.cpu(), noise))
     h, w, _ = rgb.shape

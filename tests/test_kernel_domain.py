@@ -116,3 +116,19 @@ def test_auto_blur_domain_picks_the_domain_per_photo_and_says_so(linear: bool) -
     known = "linear" if linear else "srgb"
     fixed = Session("kernel", kernel=kernel, refiner="none", device="cpu", blur_domain=known).deblur(blurry)
     assert np.array_equal(result.rgb, fixed.rgb)
+
+
+def test_a_second_estimate_on_the_first_ones_windows_decodes_only_them() -> None:
+    """Auto's linear-light estimate reuses the sRGB estimate's windows: on a photo with room for one window the
+    windows are the same, so the estimate must be too, while the whole photo is never decoded."""
+    kernel, sharp = _kernel(), _scene()
+    blurry = _blur(sharp, kernel, linear=True)[0].permute(1, 2, 0).numpy()
+    session = Session("kernel", refiner="none", device="cpu", blur_domain="auto")
+    first = session.estimate(blurry)
+    assert first.windows and first.region in first.windows
+    whole = session.estimate(blurry, domain="linear")
+    reused = session.estimate(blurry, domain="linear", like=first)
+    assert reused.windows == first.windows == whole.windows
+    assert torch.equal(reused.kernel, whole.kernel) and reused.confidence == whole.confidence
+    assert reused.details["noise"] == pytest.approx(whole.details["noise"])
+    assert not torch.equal(reused.kernel, first.kernel)  # it did run in linear light

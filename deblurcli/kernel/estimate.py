@@ -19,6 +19,7 @@ and reports how much the regions agree: low agreement is a photo whose blur is n
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -35,9 +36,10 @@ from deblurcli.kernel.confidence import (
     support_share,
 )
 from deblurcli.kernel.pyramid import Estimates, Settings, coarse_to_fine, initial_kernels, scale_sizes
-from deblurcli.kernel.region import select_windows
+from deblurcli.kernel.region import saturated_shares, select_windows
 
-__all__ = ["KernelEstimate", "KernelGrid", "estimate_kernel", "estimate_kernel_grid", "near_delta_mass"]
+__all__ = ["KernelEstimate", "KernelGrid", "estimate_in_windows", "estimate_kernel", "estimate_kernel_grid",
+           "near_delta_mass"]
 
 #: Smallest photo side an estimate is attempted on.
 MIN_SIDE = 64
@@ -73,6 +75,8 @@ class KernelEstimate:
     region: tuple[int, int, int, int]
     details: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    #: Every window the estimate ran on (``region`` is one of them); empty when nothing was estimated.
+    windows: tuple[tuple[int, int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,13 @@ def _prepare(grey: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(grey.float(), nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1)
 
 
+def _prepare_batch(windows: torch.Tensor) -> torch.Tensor:
+    windows = torch.as_tensor(windows)
+    if windows.dim() != 3:
+        raise ValueError(f"windows must be B x H x W luminance crops, got shape {tuple(windows.shape)}")
+    return torch.nan_to_num(windows.float(), nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1)
+
+
 def _trivial(grey: torch.Tensor, near_delta: bool, note: str, details: dict[str, float]) -> KernelEstimate:
     h, w = grey.shape
     return KernelEstimate(_delta(1, grey.device), 0.0, near_delta, 1, (0, 0, h, w), details, (note,))
@@ -146,13 +157,12 @@ def _reblur_ratio(y: torch.Tensor, latent: torch.Tensor, kernel: torch.Tensor, n
 
 
 def _run_candidates(
-    grey: torch.Tensor, boxes: list[tuple[int, int, int, int]], max_size: int, inits: list[float],
-    settings: Settings,
+    windows: torch.Tensor, max_size: int, inits: list[float], settings: Settings,
 ) -> tuple[Estimates, torch.Tensor]:
     """Coarse-to-fine on every (window, start) pair as one batch, and the windows (one per candidate)."""
-    windows = torch.stack([grey[y0 : y0 + h, x0 : x0 + w] for y0, x0, h, w in boxes])
+    n = windows.shape[0]
     windows = windows.repeat_interleave(len(inits), dim=0)
-    start = initial_kernels(scale_sizes(max_size)[0], inits, grey.device).repeat(len(boxes), 1, 1)
+    start = initial_kernels(scale_sizes(max_size)[0], inits, windows.device).repeat(n, 1, 1)
     return coarse_to_fine(windows, max_size, start, settings), windows
 
 
@@ -167,19 +177,17 @@ def _choose(kernels: torch.Tensor) -> tuple[int, float, torch.Tensor]:
     return best, float(mean[best]), ncc
 
 
-def _plan(grey: torch.Tensor, max_size: int, max_pixels: int, seed: int) -> tuple[int, int, list[float]]:
-    """Kernel size that fits the photo, window side and the starts: (size, side, start angles).
+def _plan(grey: torch.Tensor, max_size: int, max_pixels: int) -> tuple[int, int, int]:
+    """Kernel size that fits the photo, window side and how many windows: (size, side, count).
 
-    The start is a short line; ``seed`` turns it by multiples of the golden angle, so other seeds give
-    other restarts.
+    A photo with room for fewer than three half-overlapping windows gets one, and two starts instead
+    (:func:`estimate_in_windows`).
     """
     h, w = grey.shape
     size = max(5, min(max_size | 1, (min(h, w) // 4) | 1))
     side = int(min(MAX_WINDOW, h, w, math.isqrt(max(1, max_pixels // WINDOWS))))
     room = (h // max(1, side // 2) - 1) * (w // max(1, side // 2) - 1)
-    angle = seed * math.pi * (3 - math.sqrt(5))
-    inits = [angle] if room >= 3 else [angle, angle + math.pi / 2]  # one window: differ by the start
-    return size, side, inits
+    return size, side, (WINDOWS if room >= 3 else 1)
 
 
 def estimate_kernel(
@@ -201,23 +209,52 @@ def estimate_kernel(
     if min(h, w) < MIN_SIDE:
         return _trivial(grey, False, f"photo is {w}x{h}: under {MIN_SIDE} px, too small to estimate a kernel", {})
     sigma = noise_sigma(_centre(grey, NOISE_SIDE)) if noise is None else float(noise)
-    size, side, inits = _plan(grey, max_size, max_pixels, seed)
-    count = WINDOWS if len(inits) == 1 else 1
+    size, side, count = _plan(grey, max_size, max_pixels)
     boxes, saturated, contrast = select_windows(grey, side, count, sigma, size)
-    details: dict[str, float] = {"noise": sigma, "contrast": contrast}
+    details: dict[str, float] = {"noise": sigma, "contrast": contrast, "search": float(size)}
     if contrast < max(FLAT_CONTRAST, 2.0 * sigma):
         return _trivial(grey, True, "no edges stand out of the noise: nothing to estimate, leave it alone", details)
-    if len(boxes) < 2 and len(inits) == 1:
-        inits = [inits[0], inits[0] + math.pi / 2]
-    (kernels, latents, raw, robust), windows = _run_candidates(grey, boxes, size, inits, SETTINGS)
+    crops = torch.stack([grey[y0 : y0 + bh, x0 : x0 + bw] for y0, x0, bh, bw in boxes])
+    return estimate_in_windows(crops, boxes, max_size=size, noise=sigma, seed=seed, saturated=saturated,
+                               details=details)
+
+
+def estimate_in_windows(
+    windows: torch.Tensor,
+    boxes: Sequence[tuple[int, int, int, int]],
+    *,
+    max_size: int,
+    noise: float,
+    seed: int = 0,
+    saturated: Sequence[float] | None = None,
+    details: dict[str, float] | None = None,
+) -> KernelEstimate:
+    """:func:`estimate_kernel` after its choice of windows: the estimate on ``windows`` (``B x h x w`` crops of the
+    luminance, taken at ``boxes``) with the noise std ``noise`` already measured.
+
+    A second estimate of one photo in another domain (linear light) calls this on the first estimate's windows
+    and kernel size (``windows`` and ``details["search"]`` of that estimate), so it decodes only those pixels
+    instead of the whole photo. ``max_size`` is the kernel size searched, as given; ``saturated`` is each
+    window's clipped share (measured on the crops when None).
+    """
+    windows = _prepare_batch(windows)
+    boxes = list(boxes)
+    size = max(5, int(max_size) | 1)
+    # The start is a short line; ``seed`` turns it by multiples of the golden angle, so other seeds give other
+    # restarts. A single window gets two starts of different orientation instead of a second window.
+    angle = seed * math.pi * (3 - math.sqrt(5))
+    inits = [angle] if len(boxes) >= 2 else [angle, angle + math.pi / 2]
+    sat_shares = list(saturated) if saturated is not None else saturated_shares(windows)
+    details = {"noise": float(noise), **(details or {})}
+    (kernels, latents, raw, robust), crops = _run_candidates(windows, size, inits, SETTINGS)
     best, agreement, ncc = _choose(kernels)
     box = boxes[best // len(inits)]
     share = float(support_share(raw[best : best + 1], kernels[best : best + 1])[0])
-    ratio = _reblur_ratio(windows[best], latents[best], kernels[best], sigma)
-    stop = stopband_ratio(windows[best], kernels[best], sigma)
+    ratio = _reblur_ratio(crops[best], latents[best], kernels[best], noise)
+    stop = stopband_ratio(crops[best], kernels[best], noise)
     kernel = _crop_to_support(kernels[best])
     mass = near_delta_mass(robust[best])
-    sat = saturated[best // len(inits)]
+    sat = sat_shares[best // len(inits)]
     details.update(agreement=agreement, support_share=share, residual_ratio=ratio, near_delta_mass=mass,
                    saturated=sat, stopband_ratio=stop, candidates=float(kernels.shape[0]))
     trust = confidence(agreement, share, ratio, stop)
@@ -236,7 +273,8 @@ def estimate_kernel(
         notes.append(
             f"kernel estimates disagree (agreement {agreement:.2f}, support {share:.2f}): not trustworthy"
         )
-    return KernelEstimate(kernel, float(trust), near, int(kernel.shape[-1]), box, details, tuple(notes))
+    return KernelEstimate(kernel, float(trust), near, int(kernel.shape[-1]), box, details, tuple(notes),
+                          tuple(boxes))
 
 
 def _grid_boxes(h: int, w: int, grid: tuple[int, int]) -> tuple[list[tuple[int, int, int, int]], tuple[int, int]]:
@@ -284,7 +322,8 @@ def estimate_kernel_grid(
     for y0, x0, bh, bw in boxes:
         (wy, wx, _, _), = select_windows(grey[y0 : y0 + bh, x0 : x0 + bw], side, 1, sigma, size)[0]
         windows.append((y0 + wy, x0 + wx, side, side))
-    (kernels, latents, raw, robust), crops = _run_candidates(grey, windows, size, inits, SETTINGS)
+    crops = torch.stack([grey[y0 : y0 + side, x0 : x0 + side] for y0, x0, _, _ in windows])
+    (kernels, latents, raw, robust), crops = _run_candidates(crops, size, inits, SETTINGS)
     shares = support_share(raw, kernels)
     pair = pairwise_ncc(kernels)
     own, confs = [], []

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 __all__ = ["clean_kernel", "kernel_spectrum", "latent_l0", "recentre", "solve_kernel"]
 
-#: Half-quadratic splitting: beta grows from 2 lambda by this factor up to BETA_MAX (Xu et al. use 2 and 1e5).
+#: Half-quadratic splitting: beta grows from 2 lambda by this factor up to ``beta_max`` (Xu et al. use 2 and 1e5).
 BETA_GROWTH = 2.0
 BETA_MAX = 1e5
 
@@ -52,7 +52,7 @@ def gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.roll(-1, dims=-1) - x, x.roll(-1, dims=-2) - x
 
 
-def latent_l0(y: torch.Tensor, kernel: torch.Tensor, lam: float) -> torch.Tensor:
+def latent_l0(y: torch.Tensor, kernel: torch.Tensor, lam: float, beta_max: float = BETA_MAX) -> torch.Tensor:
     """Argmin over x of ``||k * x - y||^2 + lam ||grad x||_0`` by half-quadratic splitting (circular).
 
     The auxiliary gradients are hard-thresholded at ``|grad x|^2 >= lam / beta`` and the quadratic step is
@@ -67,7 +67,7 @@ def latent_l0(y: torch.Tensor, kernel: torch.Tensor, lam: float) -> torch.Tensor
     den_grad = fdx.abs().square() + fdy.abs().square()
     x = y
     beta = 2.0 * lam
-    while beta < BETA_MAX:
+    while beta < beta_max:
         gx, gy = gradients(x)
         keep = (gx.square() + gy.square()) >= lam / beta
         gx, gy = gx * keep, gy * keep

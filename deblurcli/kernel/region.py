@@ -22,12 +22,19 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["select_windows", "window_scores"]
+__all__ = ["saturated_shares", "select_windows", "window_scores"]
 
 #: The scoring copy's long side, px (enough to see texture, cheap at any photo size).
 SCORE_SIDE = 768
 #: sRGB value at or above which a pixel counts as clipped.
 SATURATED = 0.98
+
+
+def saturated_shares(windows: torch.Tensor) -> list[float]:
+    """Each ``B x h x w`` window's share of pixels within 2 px of a clipped one (as :func:`window_scores`
+    counts them, at full resolution)."""
+    clipped = (windows >= SATURATED).float()[:, None]
+    return F.max_pool2d(clipped, 5, stride=1, padding=2).mean(dim=(1, 2, 3)).tolist()
 
 
 def _box_mean(x: torch.Tensor, side: int, stride: int) -> torch.Tensor:
