@@ -12,7 +12,8 @@ The protocol, the blind-deblurring benchmarks' (Levin et al. 2009, Sun et al. 20
 - blur: one kernel per photo from ``bench/shake_kernels.py`` (hand tremor + drift, 13-27 px; see there), drawn
   from a stream seeded by (``--seed``, photo name), applied in sRGB to the **valid** region (no boundary is
   synthesised: the blurry photo is k-1 px smaller than the sharp one, whose centre it is aligned with), plus
-  1 % Gaussian noise from the same stream, quantised to 8 bits as a saved photo would be;
+  1 % Gaussian noise from the same stream, quantised to 8 bits as a saved photo would be (``--noise STD`` and
+  ``--jpeg Q`` make the clean and the compressed variants: another noise level, a JPEG round trip after it);
 - score: the method's output quantised to 8 bits, PSNR and SSIM each the best over integer shifts within
   ±5 px, on the aligned sharp photo minus an 8 px border (``deblurcli.metrics.shift_tolerant_psnr`` and
   ``shift_tolerant_ssim``); the blurry input is scored the same way and the gain is output minus input;
@@ -54,6 +55,9 @@ PHOTOS = REPO.parent / "shared" / "data" / "val" / "live1"
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"})
 #: sRGB Gaussian noise std added after the blur (the protocol's 1 %).
 NOISE = 0.01
+#: What happens to the blurred photo after the blur: its noise std and a JPEG quality (None: kept as 8-bit
+#: levels, the protocol). ``--noise`` and ``--jpeg`` set them, for clean photos and compressed ones.
+DEGRADATION: dict[str, Any] = {"noise": NOISE, "jpeg": None}
 #: Shifts forgiven (px) and border dropped from the sharp photo (px, shifts included) when scoring.
 MAX_SHIFT = 5
 BORDER = 8
@@ -108,9 +112,22 @@ def degrade(sharp: np.ndarray, name: str, seed: int) -> tuple[np.ndarray, np.nda
     size = int(rng.integers(SIZES[0], SIZES[1] + 1))
     kernel = shake_kernel(rng, size)
     blurred = blur_valid(sharp, kernel)
-    noisy = blurred + rng.normal(0.0, NOISE, blurred.shape).astype(np.float32)
+    noisy = quantize8(blurred + rng.normal(0.0, DEGRADATION["noise"], blurred.shape).astype(np.float32))
+    if DEGRADATION["jpeg"] is not None:
+        noisy = jpeg_round_trip(noisy, int(DEGRADATION["jpeg"]))
     r = (kernel.shape[0] - 1) // 2
-    return quantize8(noisy), kernel, sharp[r : sharp.shape[0] - r, r : sharp.shape[1] - r]
+    return noisy, kernel, sharp[r : sharp.shape[0] - r, r : sharp.shape[1] - r]
+
+
+def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """The 8-bit photo saved as a JPEG of ``quality`` (4:2:0, as cameras and PIL save) and read back."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.rint(rgb * 255).astype(np.uint8)).save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float32) / 255
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -475,6 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--refiner", default="auto", help="the kernel path's refiner: auto, none, a model name or a weights file")
     parser.add_argument("--blur-domain", default="auto", choices=("srgb", "linear", "auto"), help="the kernel path's --blur-domain")
+    parser.add_argument("--noise", type=float, default=NOISE, help=f"noise std after the blur (default {NOISE}, the protocol)")
+    parser.add_argument("--jpeg", type=int, metavar="Q", help="save the blurred photo as a JPEG of quality Q first")
     parser.add_argument("--no-sharp-check", action="store_true", help="skip the do-no-harm run on sharp photos")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--kernels-png", type=Path, metavar="FILE", help="write a picture of a dozen kernels and exit")
@@ -498,6 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     SESSION_OPTIONS.update(refiner=args.refiner, blur_domain=args.blur_domain)
+    DEGRADATION.update(noise=args.noise, jpeg=args.jpeg)
     photos = load_photos(photo_paths(args.photos, args.limit), args.crop)
     methods, missing = build_methods(names, args.device)
     for name, why in missing.items():
@@ -522,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json is not None:
         result["settings"] = {"photos": str(args.photos), "seed": args.seed, "crop": args.crop, "limit": args.limit,
                               "refiner": args.refiner,
-                              "noise": NOISE, "max_shift": MAX_SHIFT, "border": BORDER, "no_harm_db": NO_HARM_DB,
+                              "noise": args.noise, "jpeg": args.jpeg, "max_shift": MAX_SHIFT, "border": BORDER, "no_harm_db": NO_HARM_DB,
                               "unavailable": missing}
         text = json.dumps(_json_safe(result), indent=1, allow_nan=False)
         args.json.write_text(text + "\n")

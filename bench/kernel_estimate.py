@@ -100,11 +100,12 @@ def run_family(family: str, pics: list[tuple[str, np.ndarray]], seed: int, only:
         gain_est = 0.0 if est.near_delta else score(deblur(blurry, est.kernel), sharp) - base
         row = dict(ncc=kernel_ncc(est.kernel, kt), gain=gain_est, ceiling=gain_true, conf=est.confidence,
                    near=float(est.near_delta), secs=secs, **{k: est.details.get(k, math.nan) for k in
-                   ("agreement", "support_share", "residual_ratio", "near_delta_mass", "stopband_ratio")})
+                   ("agreement", "support_share", "residual_ratio", "near_delta_mass", "stopband_noise_ratio",
+                    "stopband_ratio")})
         rows.append(row)
         print(f"{family:8s} {name:24s} ncc {row['ncc']:.2f} gain {gain_est:+6.2f} (true {gain_true:+6.2f}) "
               f"conf {est.confidence:.2f} agr {row['agreement']:.2f} share {row['support_share']:.2f} "
-              f"res {row['residual_ratio']:.1f} stop {row['stopband_ratio']:.1f} nd {row['near_delta_mass']:.2f} "
+              f"res {row['residual_ratio']:.1f} stop {row['stopband_noise_ratio']:.1f}/{row['stopband_ratio']:.1f} nd {row['near_delta_mass']:.2f} "
               f"{secs:.1f}s", flush=True)
     return rows
 
@@ -136,7 +137,7 @@ def gate_checks(pics: list[tuple[str, np.ndarray]]) -> None:
             k[length // 2] = 1.0 / length
             masses.append(near_delta_mass(estimate.estimate_kernel(grey_of(blur(rgb, k, rng)[0])).kernel))
         print(f"gate {name:24s} sharp {near_delta_mass(est.kernel):.2f} (conf {est.confidence:.2f}, "
-              f"stop {est.details.get('stopband_ratio', math.nan):.1f}, "
+              f"stop {est.details.get('stopband_noise_ratio', math.nan):.1f}/{est.details.get('stopband_ratio', math.nan):.1f}, "
               f"deconvolved {kept:.1f} dB)  3px {masses[0]:.2f}  5px {masses[1]:.2f}  7px {masses[2]:.2f}",
               flush=True)
 

@@ -94,6 +94,19 @@ def test_blurry_photo_is_aligned_with_its_target() -> None:
     assert np.array_equal(blurry, np.round(blurry * 255) / 255)  # 8-bit levels, as saved
 
 
+def test_clean_and_jpeg_variants_degrade_the_same_blur_differently(monkeypatch: pytest.MonkeyPatch) -> None:
+    photo = synthetic_photos()["alpha"]
+    base, kernel, target = camera_shake.degrade(photo, "alpha", 0)
+    monkeypatch.setitem(camera_shake.DEGRADATION, "noise", 0.0)
+    clean, clean_kernel, _ = camera_shake.degrade(photo, "alpha", 0)
+    assert np.array_equal(kernel, clean_kernel)  # the same photo stream: the same blur
+    assert np.abs(clean - base).mean() > 0.004  # 1 % noise gone
+    monkeypatch.setitem(camera_shake.DEGRADATION, "jpeg", 30)
+    compressed, _, _ = camera_shake.degrade(photo, "alpha", 0)
+    assert compressed.shape == target.shape and not np.array_equal(compressed, clean)
+    assert np.array_equal(compressed, np.round(compressed * 255) / 255)
+
+
 def synthetic_photos() -> dict[str, np.ndarray]:
     """Two smooth 8-bit 'photos' with edges (blur lowers their PSNR a lot)."""
     photos = {}

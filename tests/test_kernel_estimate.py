@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from scenes import blurred
 
-from deblurcli.kernel.confidence import kernel_ncc, near_delta_mass, stopband_ratio
+from deblurcli.kernel.confidence import MODEL_STOPBAND, kernel_ncc, near_delta_mass, stopband_penalty, stopband_ratios
 from deblurcli.kernel.estimate import KernelEstimate, estimate_kernel, estimate_kernel_grid
 from deblurcli.kernel.pyramid import Settings, coarse_to_fine, initial_kernels
 
@@ -142,10 +142,16 @@ def test_grid_agreement_high_for_uniform_blur_and_lower_for_two_kernels():
     assert mixed.agreement < uniform.agreement - 0.2
 
 
-def test_stopband_ratio_tells_a_spurious_kernel_from_the_true_blur():
+@pytest.mark.parametrize("noise", [0.01, 0.001])
+def test_stopband_tells_a_spurious_kernel_from_the_true_blur(noise: float):
+    """At 1 % noise and on a clean photo alike: the blur-model ratio predicts the stop band from the pass band,
+    where the noise-only ratio called every clean blurred photo sharp."""
     img = shapes((128, 128), seed=5)
     streak = line(9)
-    truly_blurred = blurred(img, streak, noise=0.01)
-    sharp = (img + 0.01 * torch.randn(img.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
-    assert stopband_ratio(truly_blurred, streak, 0.01) < 3.0
-    assert stopband_ratio(sharp, streak, 0.01) > 10.0
+    truly_blurred = blurred(img, streak, noise=noise)
+    sharp = (img + noise * torch.randn(img.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    true_ratios, spurious_ratios = stopband_ratios(truly_blurred, streak, noise), stopband_ratios(sharp, streak, noise)
+    assert true_ratios[1] < MODEL_STOPBAND[0] and stopband_penalty(true_ratios) == 0.0
+    assert spurious_ratios[1] > 3 * MODEL_STOPBAND[1] and stopband_penalty(spurious_ratios) > 6.0
+    if noise < 0.005:
+        assert true_ratios[0] > 50.0  # the noise alone would have vetoed the true kernel

@@ -32,7 +32,8 @@ from deblurcli.kernel.confidence import (
     near_delta_mass,
     noise_sigma,
     pairwise_ncc,
-    stopband_ratio,
+    stopband_penalty,
+    stopband_ratios,
     support_share,
 )
 from deblurcli.kernel.pyramid import Estimates, Settings, coarse_to_fine, initial_kernels, scale_sizes
@@ -51,8 +52,6 @@ MAX_WINDOW = 384
 FLAT_CONTRAST = 0.01
 #: Windows with more clipped pixels than this share violate the linear blur model noticeably.
 SATURATED_SHARE = 0.2
-#: Stop-band ratio above which the kernel is called inconsistent with the photo (see ``confidence.py``).
-STOPBAND_VETO = 8.0
 #: Noise is measured on a centre crop of at most this side (a median over 12 MP would cost seconds).
 NOISE_SIDE = 1024
 #: The estimator's settings (``bench/kernel_estimate.py --set`` overrides them to tune).
@@ -251,12 +250,13 @@ def estimate_in_windows(
     box = boxes[best // len(inits)]
     share = float(support_share(raw[best : best + 1], kernels[best : best + 1])[0])
     ratio = _reblur_ratio(crops[best], latents[best], kernels[best], noise)
-    stop = stopband_ratio(crops[best], kernels[best], noise)
+    stop = stopband_ratios(crops[best], kernels[best], noise)
     kernel = _crop_to_support(kernels[best])
     mass = near_delta_mass(robust[best])
     sat = sat_shares[best // len(inits)]
     details.update(agreement=agreement, support_share=share, residual_ratio=ratio, near_delta_mass=mass,
-                   saturated=sat, stopband_ratio=stop, candidates=float(kernels.shape[0]))
+                   saturated=sat, stopband_noise_ratio=stop[0], stopband_ratio=stop[1],
+                   candidates=float(kernels.shape[0]))
     trust = confidence(agreement, share, ratio, stop)
     notes = []
     if sat > SATURATED_SHARE:
@@ -266,9 +266,9 @@ def estimate_in_windows(
     if near:
         notes.append(f"kernel is near-delta ({mass:.2f} of its mass in 3x3): the photo looks sharp")
         trust = min(trust, 0.25)
-    elif stop > STOPBAND_VETO:
-        notes.append(f"the photo holds detail this kernel would have erased (stop-band ratio {stop:.0f}): "
-                     "the blur is over-estimated or the photo is sharp")
+    elif stopband_penalty(stop) >= 6.0:
+        notes.append(f"the photo holds detail this kernel would have erased (stop-band ratios {stop[0]:.0f} against "
+                     f"the noise, {stop[1]:.1f} against the blur): the blur is over-estimated or the photo is sharp")
     elif trust < 0.5:
         notes.append(
             f"kernel estimates disagree (agreement {agreement:.2f}, support {share:.2f}): not trustworthy"
@@ -331,7 +331,7 @@ def estimate_kernel_grid(
         a, b = 2 * i, 2 * i + 1
         pick = a if shares[a] >= shares[b] else b
         ratio = _reblur_ratio(crops[pick], latents[pick], kernels[pick], sigma)
-        stop = stopband_ratio(crops[pick], kernels[pick], sigma)
+        stop = stopband_ratios(crops[pick], kernels[pick], sigma)
         conf = confidence(float(pair[a, b]), float(shares[pick]), ratio, stop)
         if near_delta_mass(robust[pick]) >= NEAR_DELTA and not glob.near_delta:
             conf = min(conf, 0.25)
