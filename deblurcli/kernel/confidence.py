@@ -168,16 +168,16 @@ def stopband_ratios(window: torch.Tensor, kernel: torch.Tensor, noise: float) ->
     radius = (fy.square() + fx.square()).sqrt().flatten()
     low = 4.0 / min(h, w)
     ring = ((radius - low) / (0.5 - low) * RINGS).floor().clamp(max=RINGS - 1).long()
-    inside = (radius > low) & (radius <= 0.5)
-    stop = inside & (transfer < 0.2**2)
-    passing = inside & (transfer > 0.5**2)
+    # Against the noise: every stop-band frequency above 4 cycles per window, corners included; against the
+    # model: those within the Nyquist radius, whose rings also have a pass band.
+    band = (transfer < 0.2**2) & (radius > low)
+    stop = band & (radius <= 0.5)
+    passing = (transfer > 0.5**2) & (radius > low) & (radius <= 0.5)
 
     def per_ring(values: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
         return torch.zeros(RINGS, device=window.device).index_add_(0, ring[where], values[where])
 
     floor = max(noise, NOISE_FLOOR) ** 2 * float(hann.square().sum())
-    # Against the noise: every stop-band frequency above 4 cycles per window, corners included.
-    band = (transfer < 0.2**2) & (radius > low)
     against_noise = float(power[band].mean()) / floor if int(band.sum()) >= 16 else 1.0
     ones = torch.ones_like(power)
     n_stop, n_pass = per_ring(ones, stop), per_ring(ones, passing)

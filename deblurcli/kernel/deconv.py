@@ -293,11 +293,12 @@ class Deconvolver(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``N x C x H x W`` -> same, float32; images one at a time (device memory stays one tile's worth)."""
         out = []
+        linear = self.domain == "linear"
+        saturation = linear_saturation(SATURATION) if linear else SATURATION
         for img in x.float():
             top, bottom, left, right = self._mirrored(img)
             h, w = img.shape[-2:]
             part = img[:, top : h - bottom, left : w - right]
-            linear = self.domain == "linear"
             sharp = deconvolve(
                 to_linear(part) if linear else part,
                 self.kernel,
@@ -305,7 +306,7 @@ class Deconvolver(nn.Module):
                 alpha=self.alpha,
                 weight=self.weight,
                 mask_saturated=self.mask_saturated,
-                saturation=linear_saturation(SATURATION) if linear else SATURATION,
+                saturation=saturation,
             )
             if linear:
                 sharp = from_linear(sharp)

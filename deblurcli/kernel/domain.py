@@ -50,9 +50,15 @@ def _slope(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x <= 0.04045, torch.full_like(x, 1 / 12.92), (2.4 / 1.055) * ((x + 0.055) / 1.055) ** 1.4)
 
 
+#: :func:`linear_noise` averages the curve's slope over at most about this many of the photo's values (an
+#: even stride through them): the mean is the same to 1e-4, and all 36 M values of a 12 MP photo took 0.6 s.
+SLOPE_SAMPLES = 1_000_000
+
+
 def linear_noise(image: torch.Tensor, noise: float) -> float:
     """The noise std of ``image`` (encoded) after decoding: ``noise`` times the curve's mean slope."""
-    return float(noise) * float(_slope(image.float()).mean())
+    values = image.reshape(-1)
+    return float(noise) * float(_slope(values[:: max(1, values.numel() // SLOPE_SAMPLES)].float()).mean())
 
 
 def linear_saturation(threshold: float) -> float:

@@ -121,20 +121,25 @@ def _centre(grey: torch.Tensor, side: int) -> torch.Tensor:
     return grey[y0 : y0 + side, x0 : x0 + side]
 
 
+def _clean(x: torch.Tensor) -> torch.Tensor:
+    """Float values in [0, 1], NaN as 0 and infinities at the ends: odd input must not crash the estimator."""
+    return torch.nan_to_num(x.float(), nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1)
+
+
 def _prepare(grey: torch.Tensor) -> torch.Tensor:
     grey = torch.as_tensor(grey)
     if grey.dim() == 3 and grey.shape[0] == 1:
         grey = grey[0]
     if grey.dim() != 2:
         raise ValueError(f"grey must be an H x W luminance image, got shape {tuple(grey.shape)}")
-    return torch.nan_to_num(grey.float(), nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1)
+    return _clean(grey)
 
 
 def _prepare_batch(windows: torch.Tensor) -> torch.Tensor:
     windows = torch.as_tensor(windows)
     if windows.dim() != 3:
         raise ValueError(f"windows must be B x H x W luminance crops, got shape {tuple(windows.shape)}")
-    return torch.nan_to_num(windows.float(), nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1)
+    return _clean(windows)
 
 
 def _trivial(grey: torch.Tensor, near_delta: bool, note: str, details: dict[str, float]) -> KernelEstimate:
