@@ -110,6 +110,25 @@ def _balanced_side(length: int, tile: int, seam: int, multiple: int, floor: int)
     return min(tile, max(floor, round_up(-(-(length + (n - 1) * seam) // n), multiple)))
 
 
+def _reflected_window(image: torch.Tensor, y0: int, height: int, x0: int, width: int) -> torch.Tensor:
+    """The ``height x width`` window at ``(y0, x0)`` of the ``H x W x C`` photo reflect-padded without limit:
+    a slice where it lies inside, else two 1-D gathers from the part of the photo it reflects.
+
+    Tiles are read this way, not by 2-D advanced indexing of the padded coordinates, and written back by
+    slices: on a 12 MP photo the engine's own work (gathering, weighting, accumulating 1024 px tiles) took
+    about 2 s on two cores with int64 gathers and scatters (``index_add_``), most of an identity model's run.
+    """
+    h, w = image.shape[:2]
+    rows, cols = _reflect(torch.arange(y0, y0 + height), h), _reflect(torch.arange(x0, x0 + width), w)
+    r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+    window = image[r0:r1, c0:c1]
+    if not 0 <= y0 <= h - height:  # reaches out of the photo: reflected rows
+        window = window.index_select(0, rows - r0)
+    if not 0 <= x0 <= w - width:
+        window = window.index_select(1, cols - c0)
+    return window.contiguous()
+
+
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     """Map coordinates outside ``[0, size)`` back into the photo by reflection (-1 -> 1, size -> size - 2),
     as ``F.pad(mode="reflect")`` does; clamped (replicated) where the photo is too small to reflect."""
@@ -259,11 +278,10 @@ class _Runner:
 
 def _run_whole(run: _Runner, image: torch.Tensor, multiple: int, pad: int, progress: ProgressFn | None) -> np.ndarray:
     h, w, _ = image.shape
-    rows = _reflect(torch.arange(round_up(h + 2 * pad, multiple)) - pad, h)
-    cols = _reflect(torch.arange(round_up(w + 2 * pad, multiple)) - pad, w)
     if progress:
         progress(0, 1)
-    batch = image[rows[:, None], cols[None, :]].permute(2, 0, 1).unsqueeze(0)  # NHWC in memory
+    window = _reflected_window(image, -pad, round_up(h + 2 * pad, multiple), -pad, round_up(w + 2 * pad, multiple))
+    batch = window.permute(2, 0, 1).unsqueeze(0)  # NHWC in memory
     out = run(batch)[0, :, pad : pad + h, pad : pad + w].permute(1, 2, 0).contiguous()
     if progress:
         progress(1, 1)
@@ -292,29 +310,24 @@ def _run_tiled(
     iy, ix = torch.meshgrid(torch.arange(len(starts_y)), torch.arange(len(starts_x)), indexing="ij")
     iy, ix = iy.reshape(-1), ix.reshape(-1)
     total = len(iy)
-    offs_y, offs_x = torch.arange(th), torch.arange(tw)
-    crop = hp != h or wp != w  # tiles that reach into the virtual padding must not be accumulated there
-    acc = torch.zeros(h * w, 3)
-    weight_sum = torch.zeros(h * w)
+    acc = torch.zeros(h, w, 3)
+    weight_sum = torch.zeros(h, w, 1)
     if progress:
         progress(0, total)
     for first in range(0, total, batch_size):
-        by, bx = iy[first : first + batch_size], ix[first : first + batch_size]
-        ys = starts_y[by][:, None] + offs_y[None, :] - pad  # B x th, photo coordinates (outside: padding)
-        xs = starts_x[bx][:, None] + offs_x[None, :] - pad  # B x tw
-        tiles = image[_reflect(ys, h)[:, :, None], _reflect(xs, w)[:, None, :]]  # B x th x tw x 3
+        corners = [(int(starts_y[i]) - pad, int(starts_x[j]) - pad, int(i), int(j))  # photo coordinates
+                   for i, j in zip(iy[first : first + batch_size], ix[first : first + batch_size])]
+        tiles = torch.stack([_reflected_window(image, y0, th, x0, tw) for y0, x0, _, _ in corners])
         out = run(tiles.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # B x th x tw x 3 (tiles are NHWC in memory)
-        wts = win_y[by][:, :, None] * win_x[bx][:, None, :]  # B x th x tw
-        flat = ys[:, :, None] * w + xs[:, None, :]
-        if crop:
-            keep = ((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]
-            flat, out, wts = flat[keep], out[keep], wts[keep]
-        flat, wts = flat.reshape(-1), wts.reshape(-1)
-        acc.index_add_(0, flat, out.reshape(-1, 3) * wts[:, None])
-        weight_sum.index_add_(0, flat, wts)
+        for tile, (y0, x0, i, j) in zip(out, corners):
+            # Only the part inside the photo is accumulated (a tile may reach into the reflected border).
+            r0, r1, c0, c1 = max(0, y0), min(h, y0 + th), max(0, x0), min(w, x0 + tw)
+            wts = (win_y[i, r0 - y0 : r1 - y0, None] * win_x[j, None, c0 - x0 : c1 - x0])[..., None]
+            acc[r0:r1, c0:c1].addcmul_(tile[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0], wts)
+            weight_sum[r0:r1, c0:c1].add_(wts)
         if progress:
             progress(min(first + batch_size, total), total)
-    acc /= weight_sum[:, None]
+    acc /= weight_sum
     return acc.clamp_(0.0, 1.0).view(h, w, 3).numpy()
 
 

@@ -388,3 +388,17 @@ def test_compile_wraps_once_and_is_reused(monkeypatch: pytest.MonkeyPatch) -> No
     deblur_array(other, rgb, device=CPU, tile=0, compile=True)
     assert compiled == [model, other]
     assert np.array_equal(first, deblur_array(LocalConv(), rgb, device=CPU, tile=0))
+
+
+@pytest.mark.parametrize("shape", [(9, 13), (3, 2), (1, 1)])
+def test_reflected_window_matches_gathering_every_reflected_pixel(shape: tuple[int, int]) -> None:
+    """Windows inside, across either border, beyond both and around a photo too small to reflect: the slice
+    and 1-D gather path reads exactly what indexing the reflected coordinates reads."""
+    h, w = shape
+    image = torch.arange(h * w * 3, dtype=torch.float32).view(h, w, 3)
+    for y0, height in [(0, h), (-2, h + 4), (h - 2, 5), (-7, 3), (1, max(1, h - 2))]:
+        for x0, width in [(0, w), (-3, 2), (w - 1, 4), (-1, w + 9)]:
+            rows = engine._reflect(torch.arange(y0, y0 + height), h)
+            cols = engine._reflect(torch.arange(x0, x0 + width), w)
+            expected = image[rows[:, None], cols[None, :]]
+            assert torch.equal(engine._reflected_window(image, y0, height, x0, width), expected), (y0, height, x0, width)
