@@ -116,7 +116,7 @@ def _reflected_window(image: torch.Tensor, y0: int, height: int, x0: int, width:
 
     Tiles are read this way, not by 2-D advanced indexing of the padded coordinates, and written back by
     slices: on a 12 MP photo the engine's own work (gathering, weighting, accumulating 1024 px tiles) took
-    about 2 s on two cores with int64 gathers and scatters (``index_add_``), most of an identity model's run.
+    1.6-1.8 s on two cores with 2-D int64 gathers, boolean masks and ``index_add_``, 0.6-0.7 s this way.
     """
     h, w = image.shape[:2]
     rows, cols = _reflect(torch.arange(y0, y0 + height), h), _reflect(torch.arange(x0, x0 + width), w)
