@@ -22,7 +22,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PHOTOS = ("srn_deblur_testing_set__4c6", "deepdeblur_examples_blur_gamma__seq_id-2_frame-8_Input",
-                  "srn_deblur_testing_set__08", "deepdeblur_examples_blur_gamma__seq_id-5_frame-2_Input")
+                  "srn_deblur_testing_set__07", "deepdeblur_examples_blur_gamma__seq_id-5_frame-2_Input")
 
 
 def main() -> int:
