@@ -45,8 +45,15 @@ from torch import nn
 
 from deblurcli.kernel.boundary import extend_periodic, fast_fft_size
 from deblurcli.kernel.differences import backward_divergence, forward_differences
-from deblurcli.kernel.domain import DOMAINS, Domain, from_linear, linear_saturation, to_linear
+from deblurcli.kernel.domain import (
+    DOMAINS,
+    Domain,
+    from_linear,
+    linear_saturation,
+    to_linear,
+)
 from deblurcli.kernel.noise import estimate_noise
+from deblurcli.kernel.spectral import divide_, real_pairs
 
 __all__ = [
     "Deconvolver",
@@ -155,10 +162,7 @@ def _solve(y: torch.Tensor, mask: torch.Tensor, otf: torch.Tensor, weight: float
     otf_conj = otf.conj().resolve_conj()
     masked = bool((mask < 1).any())
     observed, unobserved = mask * y, 1 - mask
-    # Real and imaginary parts share the real denominator: laid out twice, the division is element by element
-    # (a complex division by a real tensor would first cast it to complex).
-    laplacian = laplacian[..., None].expand(*laplacian.shape, 2).contiguous()
-    power = power[..., None].expand(*power.shape, 2).contiguous()
+    laplacian, power = real_pairs(laplacian), real_pairs(power)
     den = torch.empty_like(power)
     gx, gy, wx, wy, scratch = (torch.empty_like(y) for _ in range(5))
     index = torch.empty_like(y, dtype=torch.int32)
@@ -175,8 +179,7 @@ def _solve(y: torch.Tensor, mask: torch.Tensor, otf: torch.Tensor, weight: float
         divergence = backward_divergence(_shrink(gx, table, index, wx), _shrink(gy, table, index, wy), gx, scratch)
         spectrum_x = torch.fft.rfft2(data).mul_(otf_conj).add_(torch.fft.rfft2(divergence), alpha=c)
         torch.add(power, laplacian, alpha=c, out=den)
-        torch.view_as_real(spectrum_x).div_(den)
-        x = torch.fft.irfft2(spectrum_x, s=(h, w))
+        x = torch.fft.irfft2(divide_(spectrum_x, den), s=(h, w))
         beta *= BETA_RATE
     return x
 

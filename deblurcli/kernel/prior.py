@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from deblurcli.kernel.boundary import fast_fft_size
 from deblurcli.kernel.differences import backward_divergence, forward_differences
+from deblurcli.kernel.spectral import divide_, real_pairs
 
 __all__ = ["clean_kernel", "kernel_spectrum", "latent_l0", "recentre", "solve_kernel"]
 
@@ -63,16 +64,14 @@ def latent_l0(y: torch.Tensor, kernel: torch.Tensor, lam: float, beta_max: float
 
     This loop is most of blind estimation's cost, and on two cores its element-wise work cost more than its
     FFTs, so it writes into buffers allocated once, keeps its masks in float (on this CPU a boolean mask costs
-    5x a float one to make and 30x to apply) and its division real and contiguous (a complex division by a
-    real tensor first casts that tensor to complex).
+    5x a float one to make and 30x to apply) and divides the spectrum on its real view (``spectral.py``).
     """
     shape = (y.shape[-2], y.shape[-1])
     fk = kernel_spectrum(kernel, shape)
     fdx, fdy = _diff_spectra(shape, y.device)
     num_data = fk.conj() * torch.fft.rfft2(y)
-    # Real and imaginary parts share the real denominator: laid out twice, the division is element by element.
-    den_data = fk.abs().square()[..., None].expand(*fk.shape, 2).contiguous()
-    den_grad = (fdx.abs().square() + fdy.abs().square())[..., None].expand(*fdx.shape, 2).contiguous()
+    den_data = real_pairs(fk.abs().square())
+    den_grad = real_pairs(fdx.abs().square() + fdy.abs().square())
     gx, gy, div, keep = (torch.empty_like(y) for _ in range(4))
     den = torch.empty_like(den_data)
     x = y
@@ -86,8 +85,7 @@ def latent_l0(y: torch.Tensor, kernel: torch.Tensor, lam: float, beta_max: float
         gy.mul_(keep)
         num = torch.fft.rfft2(backward_divergence(gx, gy, div, keep)).mul_(beta).add_(num_data)
         torch.add(den_data, den_grad, alpha=beta, out=den)
-        torch.view_as_real(num).div_(den)
-        x = torch.fft.irfft2(num, s=shape)
+        x = torch.fft.irfft2(divide_(num, den), s=shape)
         beta *= BETA_GROWTH
     return x
 
