@@ -61,6 +61,8 @@ class Result:
     ``rgb`` is ``H x W x 3`` float32 in [0, 1] with ``--strength`` applied. ``kernel`` is the kernel that was
     deconvolved with (or estimated, when auto chose the network), ``confidence`` the estimator's score; both
     None when no kernel was looked for. ``notes`` are one-line explanations of the choice (``-v``).
+    ``point`` is True when the estimate was a point (the sharp-photo gate fired), so a network result with it
+    is a photo blurred only in part (:mod:`deblurcli.partial_blur`).
     """
 
     rgb: np.ndarray
@@ -68,6 +70,7 @@ class Result:
     kernel: np.ndarray | None = None
     confidence: float | None = None
     notes: list[str] = field(default_factory=list)
+    point: bool = False
 
     @property
     def kernel_size(self) -> int | None:
@@ -292,7 +295,8 @@ class Session:
 
     def _estimated(self, rgb: np.ndarray, progress: ProgressFn | None) -> Result:
         """Kernel method or auto: estimate, gate, then deconvolve or hand the photo to the network."""
-        from deblurcli.decide import after_deconvolution, decide, without_estimate
+        from deblurcli.decide import after_deconvolution, after_gate, decide, without_estimate
+        from deblurcli.partial_blur import changed_share
 
         has_network = self.model is not None
         early = without_estimate(method=self.method, photo_shape=rgb.shape[:2], has_network=has_network)
@@ -316,11 +320,18 @@ class Session:
             domain_notes = ["kernel estimated in linear light (--blur-domain linear)"]
         kernel = estimate.kernel.detach().cpu()
         choice = decide(estimate, method=self.method, has_network=has_network)
+        looked = None
+        if choice.method == "unchanged" and estimate.near_delta and self.method == "auto" and has_network:
+            # The gate saw a sharp background; a subject moving elsewhere shows in what the network changes.
+            looked = self.run_network(rgb, progress)
+            choice = after_gate(changed_share(rgb, looked))
         common = {"kernel": kernel.numpy(), "confidence": estimate.confidence,
                   "notes": [*domain_notes, *estimate.notes, choice.reason]}
         log.debug("%s (kernel %d px, confidence %.2f): %s", choice.method, estimate.size, estimate.confidence, choice.reason)
         if choice.method == "unchanged":
             return Result(rgb.copy(), "unchanged", **common)
+        if looked is not None:
+            return Result(looked, "network", point=True, **common)
         if choice.method == "network":
             return Result(self.run_network(rgb, progress), "network", **common)
         deconvolved = self.run_kernel(rgb, kernel, noise, progress, domain=domain)

@@ -70,13 +70,54 @@ def line(length: int, vertical: bool = False) -> np.ndarray:
 
 
 def test_the_gate_returns_a_sharp_photo_bit_identical() -> None:
+    """Auto lets the network look at a photo the gate calls sharp; a network that changes nothing there
+    leaves the photo unchanged, bit for bit."""
     network = Recorder()
     sharp = shapes(128, 128, seed=2)
     session = Session("auto", module=network, device="cpu", precision="fp32")
     network.calls = 0  # the tile planner's probe
     result = session.deblur(sharp)
     assert result.method == "unchanged" and np.array_equal(result.rgb, sharp)
-    assert network.calls == 0 and result.kernel is not None and "sharp" in " ".join(result.notes)
+    assert network.calls == 1 and result.kernel is not None and "sharp" in " ".join(result.notes)
+
+
+class Redraws(Recorder):
+    """A network stand-in that redraws one corner of the photo (as the real one redraws a moving subject)."""
+
+    def __init__(self, side: int) -> None:
+        super().__init__()
+        self.side = side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        out = x.clone()
+        out[..., : self.side, : self.side] = 1.0 - out[..., : self.side, : self.side]
+        return out
+
+
+@pytest.mark.parametrize(("side", "expected"), [(40, "network"), (8, "unchanged")])
+def test_auto_keeps_the_networks_output_where_it_redraws_part_of_a_sharp_looking_photo(side: int, expected: str) -> None:
+    """The gate saw a sharp background; the network redrawing a 40 px corner of a 128 px photo (a subject
+    blurred by its own motion) is enough for auto to keep its output, an 8 px one (no whole block) is not."""
+    network = Redraws(side)
+    sharp = shapes(128, 128, seed=2)
+    result = Session("auto", module=network, device="cpu", precision="fp32").deblur(sharp)
+    assert result.method == expected
+    notes = " ".join(result.notes)
+    if expected == "network":
+        assert not np.array_equal(result.rgb, sharp) and np.allclose(result.rgb[40:, 40:], sharp[40:, 40:])
+        assert "the network sharpens" in notes and "moving subject" in notes and result.point
+    else:
+        assert np.array_equal(result.rgb, sharp) and "left unchanged" in notes
+
+
+def test_kernel_method_keeps_the_gate_without_asking_the_network() -> None:
+    refiner = Redraws(64)
+    sharp = shapes(128, 128, seed=2)
+    session = Session("kernel", device="cpu", refiner="none")
+    session.model = refiner  # even with a network at hand, --method kernel trusts the gate alone
+    result = session.deblur(sharp)
+    assert result.method == "unchanged" and np.array_equal(result.rgb, sharp) and refiner.calls == 0
 
 
 def test_kernel_method_deconvolves_camera_shake() -> None:
@@ -177,11 +218,31 @@ def test_cli_reports_the_method_and_saves_the_kernel(tmp_path: Path, model_file:
     assert (tmp_path / "shaky_deblurred_compare.jpg").is_file()
 
 
-def test_cli_sharp_photo_comes_back_pixel_identical(tmp_path: Path, model_file: Path) -> None:
+@pytest.fixture(scope="module")
+def still_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny NAFNet with its last convolution zeroed: its global skip returns the input, as a trained
+    network nearly does on a sharp photo (a random one redraws all of it, so auto would keep its output)."""
+    from deblurcli.models.nafnet import NAFNet
+
+    torch.manual_seed(0)
+    net = NAFNet(width=8, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1], local_pool=16)
+    with torch.no_grad():
+        net.ending.weight.zero_()
+        net.ending.bias.zero_()
+    path = tmp_path_factory.mktemp("weights") / "still.safetensors"
+    weights.save_generator(net.eval(), path, {"name": "still"})
+    return path
+
+
+def test_cli_sharp_photo_comes_back_pixel_identical(tmp_path: Path, still_model_file: Path, model_file: Path) -> None:
     sharp = np.rint(shapes(128, 128, seed=2) * 255) / 255
     src = _png(tmp_path / "sharp.png", sharp)
-    result = CliRunner().invoke(group, [str(src), "-v", "--weights", str(model_file)], catch_exceptions=False)
+    result = CliRunner().invoke(group, [str(src), "-v", "--weights", str(still_model_file)], catch_exceptions=False)
     assert result.exit_code == 0 and "method unchanged" in result.stderr and "the photo is sharp" in result.stderr
+    # A network that redraws the photo (random weights) is the partly blurred case: its output is kept.
+    redrawn = CliRunner().invoke(group, [str(src), "-v", "--weights", str(model_file), "-o", str(tmp_path / "r.png")],
+                                 catch_exceptions=False)
+    assert redrawn.exit_code == 0 and "method network" in redrawn.stderr and "the network sharpens" in redrawn.stderr
     with Image.open(src) as a, Image.open(tmp_path / "sharp_deblurred.png") as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))
 

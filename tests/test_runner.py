@@ -350,4 +350,6 @@ def test_compare_label_says_which_estimate_auto_did_not_trust() -> None:
     assert method_label(Result(rgb, "kernel", kernel, 0.9)) == "kernel 9 px"
     assert method_label(Result(rgb, "network", kernel, 0.04)) == "network (kernel estimate 9 px, confidence 0.04: not used)"
     assert method_label(Result(rgb, "network")) == "network"  # no estimate (--method network, tiny photos)
+    partly = Result(rgb, "network", np.ones((1, 1), np.float32), 0.25, point=True)  # auto's look past the gate
+    assert method_label(partly) == "network (the kernel estimate is a point, but part of the photo is blurred)"
     assert method_label(Result(rgb, "unchanged", np.ones((1, 1), np.float32), 0.0)) == "unchanged"
