@@ -7,6 +7,7 @@ noise, 8-bit rounding; scored with PSNR up to a +-5 px shift on the sharp crop m
 Gains are PSNR(deconvolved) - PSNR(blurry). Each study prints its figures::
 
     python bench/deconv_speed.py gain --noise 0.005 0.01 0.02 0.03 --mult 0.5 1 2   # fits weight_for_noise
+    python bench/deconv_speed.py prior        # the gradient prior on opponent colour axes vs per channel
     python bench/deconv_speed.py space        # blur in sRGB / linear light x deconvolve in sRGB / linear
     python bench/deconv_speed.py saturation   # lamps brighter than white: data mask on / off
     python bench/deconv_speed.py tiled        # engine whole vs tiled (agreement, dB) and tile margins
@@ -121,6 +122,18 @@ def study_gain(args: argparse.Namespace) -> None:
     report(rows)
 
 
+def study_prior(args: argparse.Namespace) -> None:
+    """The colour prior: gradients shrunk on luminance/opponent axes (the default) or on R, G, B apart."""
+    rows: dict[tuple[str, str], list[float]] = {}
+    for noise in args.noise:
+        for family, b, s, k in cases(args, noise):
+            base = score(b, s)
+            for name, opponent in (("per channel", False), ("opponent axes", True)):
+                out = deconvolve(b, k, noise=noise, opponent=opponent)
+                rows.setdefault((family, f"noise {noise:.3f} {name}"), []).append(score(out, s) - base)
+    report(rows)
+
+
 def study_space(args: argparse.Namespace) -> None:
     rows: dict[tuple[str, str], list[float]] = {}
     for blurred_in in ("srgb", "linear"):
@@ -210,7 +223,7 @@ def study_speed(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=("gain", "space", "saturation", "tiled", "speed"))
+    parser.add_argument("study", choices=("gain", "prior", "space", "saturation", "tiled", "speed"))
     parser.add_argument("--photos", type=int, default=8)
     parser.add_argument("--size", type=int, default=384)
     parser.add_argument("--seed", type=int, default=0)
@@ -225,6 +238,7 @@ def main() -> None:
         sys.exit(f"skipped: {DATA} is not here")
     studies = {
         "gain": study_gain,
+        "prior": study_prior,
         "space": study_space,
         "saturation": study_saturation,
         "tiled": study_tiled,
