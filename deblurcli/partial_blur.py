@@ -9,12 +9,12 @@ they are and redraws a motion-blurred subject. So auto runs it on such a photo a
 (half-overlapping), how far its output moved from the input.
 
 Measured on the network output of the default weights (2026-12-02, block PSNR output against input): on the
-15 sharp LIVE1 photos, 40 sharp training photos (BSDS500 and free photos) and the dynamic validation family's
-sharp originals, no block below 22 dB except 0.2 % of one macro shot's blocks (its out-of-focus flower
-outlines); on the dynamic family's photos with a moving subject over a still background, 2.3 % and 3.9 %
-(bikes, carnivaldolls, the two where the network gains over 1 dB), and on the real GoPro frames and DMPHN
-photo that the gate called sharp, 1.4-4.0 %. Subjects that move little (lighthouse3's, dancers') change
-no block that much: they stay unchanged.
+15 sharp LIVE1 photos and 40 sharp training photos (BSDS500 and free photos), no block below 22 dB except
+0.2 % of one macro shot's blocks (its out-of-focus flower outlines); on the dynamic family's photos with a
+moving subject over a still background, 2.3 % and 3.9 % (bikes, carnivaldolls, the two where the network
+gains over 1 dB), and on the real GoPro frames the gate called sharp, 2.3 % and 4.0 % (1.4 % on a DMPHN photo
+it called sharp in an earlier run). Subjects that move little (lighthouse3's, dancers') change no block
+that much: they stay unchanged.
 """
 
 from __future__ import annotations
