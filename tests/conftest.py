@@ -68,15 +68,32 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="session")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny real NAFNet (width 8, one block per level) saved as our own weights are, so CLI tests run the
-    whole load path in milliseconds. Modules needing another network define their own ``model_file``."""
+def _tiny_weights(tmp_path_factory: pytest.TempPathFactory, name: str, *, still: bool = False) -> Path:
+    """A tiny real NAFNet (width 8, one block per level, seed 0) saved as our own weights are; ``still`` zeroes
+    its last convolution, so its global skip returns the input."""
     from deblurcli import weights
     from deblurcli.models.nafnet import NAFNet
 
     torch.manual_seed(0)
     net = NAFNet(width=8, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1], local_pool=16)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    weights.save_generator(net.eval(), path, {"name": "tiny"})
+    if still:
+        with torch.no_grad():
+            net.ending.weight.zero_()
+            net.ending.bias.zero_()
+    path = tmp_path_factory.mktemp("weights") / f"{name}.safetensors"
+    weights.save_generator(net.eval(), path, {"name": name})
     return path
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny NAFNet with random weights, so CLI tests run the whole load path in milliseconds. Modules
+    needing another network define their own ``model_file``."""
+    return _tiny_weights(tmp_path_factory, "tiny")
+
+
+@pytest.fixture(scope="session")
+def still_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny NAFNet returning its input, as a trained network nearly does on a sharp photo (a random one
+    redraws all of it, so auto's look past the sharp-photo gate would keep its output)."""
+    return _tiny_weights(tmp_path_factory, "still", still=True)

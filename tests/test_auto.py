@@ -218,22 +218,6 @@ def test_cli_reports_the_method_and_saves_the_kernel(tmp_path: Path, model_file:
     assert (tmp_path / "shaky_deblurred_compare.jpg").is_file()
 
 
-@pytest.fixture(scope="module")
-def still_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny NAFNet with its last convolution zeroed: its global skip returns the input, as a trained
-    network nearly does on a sharp photo (a random one redraws all of it, so auto would keep its output)."""
-    from deblurcli.models.nafnet import NAFNet
-
-    torch.manual_seed(0)
-    net = NAFNet(width=8, enc_blk_nums=[1], middle_blk_num=1, dec_blk_nums=[1], local_pool=16)
-    with torch.no_grad():
-        net.ending.weight.zero_()
-        net.ending.bias.zero_()
-    path = tmp_path_factory.mktemp("weights") / "still.safetensors"
-    weights.save_generator(net.eval(), path, {"name": "still"})
-    return path
-
-
 def test_cli_sharp_photo_comes_back_pixel_identical(tmp_path: Path, still_model_file: Path, model_file: Path) -> None:
     sharp = np.rint(shapes(128, 128, seed=2) * 255) / 255
     src = _png(tmp_path / "sharp.png", sharp)
