@@ -11,10 +11,11 @@ that input, so each pair is made the way ``deblur --method kernel`` would make i
   (:func:`deblurcli.blur.random_kernels`: 5-29 px paths; never ``bench/shake_kernels.py``, the judge's
   family) in sRGB or linear light, over the photo's valid region only (no synthesised border), then
   Gaussian noise of 0-1.5 % and 8-bit quantisation;
-- the kernel it is deconvolved with: the **blind estimate** (:func:`deblurcli.kernel.estimate.estimate_kernel`,
-  the search capped as the Session caps it) for most pairs, otherwise the **true kernel perturbed** (rotated,
-  scaled, shifted, noised) to cover estimates that are close but not right;
-- :func:`deblurcli.kernel.deconv.deconvolve` with the noise level estimated from the photo, as the Session runs it;
+- the deconvolution the Session hands the refiner (``Session("kernel", refiner=None)``: the blur domain judged
+  per photo, the prior on luminance and two opponent axes, the noise measured on the photo), with the
+  **blind estimate** for most pairs, otherwise the **true kernel perturbed** (rotated, scaled, shifted,
+  noised) to cover estimates that are close but not right. A blind pair whose estimate the sharp-photo gate
+  passes takes a perturbed kernel instead: auto never deconvolves such a photo, so the refiner never sees it;
 - the sharp photo aligned to the deconvolution (an estimated kernel may sit a few pixels off-centre, and a
   pixel loss on misaligned pairs teaches blur): the best integer shift within ±6 px, both cropped to the overlap.
 
@@ -41,16 +42,16 @@ sys.path.insert(0, str(REPO))
 
 from deblurcli.blur import BlurConfig, apply_kernels, linear_to_srgb, random_kernels, srgb_to_linear  # noqa: E402
 from deblurcli.errors import PhotoError  # noqa: E402
-from deblurcli.kernel.deconv import deconvolve  # noqa: E402
-from deblurcli.kernel.estimate import estimate_kernel  # noqa: E402
-from deblurcli.kernel.noise import estimate_noise  # noqa: E402
 from deblurcli.photo import SUPPORTED_SUFFIXES, read_photo  # noqa: E402
-from deblurcli.session import luma, max_kernel_size  # noqa: E402
+from deblurcli.session import Session  # noqa: E402
 
 #: Training-family kernels for the refiner: paths of 5-29 px on a 35 px canvas (the default search size).
 KERNELS = BlurConfig(kernel_size=35, min_extent=5.0, max_extent=29.0)
 #: Share of pairs deconvolved with the blind estimate (the rest: the true kernel, perturbed).
 ESTIMATED_SHARE = 0.6
+#: The blind kernel method exactly as ``deblur --method kernel --refiner none`` runs it: estimate, blur domain
+#: judged per photo (sRGB or linear light), deconvolution with the noise measured on the photo.
+BLIND = Session("kernel", refiner=None)
 #: Largest integer shift searched when aligning the sharp photo to the deconvolution.
 ALIGN = 6
 
@@ -132,20 +133,21 @@ def make_pair(sharp: torch.Tensor, name: str, seed: int) -> tuple[torch.Tensor, 
     sigma = 0.015 * float(u[1])
     noisy = blurred + sigma * torch.randn(blurred.shape, generator=gen)
     y = torch.round(noisy.clamp(0, 1) * 255) / 255
-    grey = torch.from_numpy(np.ascontiguousarray(luma(y.permute(1, 2, 0).numpy())))
-    noise = estimate_noise(grey[None])
-    if float(u[2]) < ESTIMATED_SHARE:
-        estimate = estimate_kernel(grey, max_size=max_kernel_size(35, tuple(grey.shape)))
-        used, source, confidence = estimate.kernel.float(), "estimated", estimate.confidence
-    else:
-        used, source, confidence = perturb(kernel, gen), "perturbed", float("nan")
-    if used.shape[-1] % 2 == 0:  # an even support crop: pad to odd, keeping the centre
-        used = F.pad(used, (0, 1, 0, 1))
-    out = deconvolve(y, used, noise=noise)
+    rgb = np.ascontiguousarray(y.permute(1, 2, 0).numpy())
+    result = BLIND.deblur(rgb) if float(u[2]) < ESTIMATED_SHARE else None
+    if result is not None and result.method == "kernel":
+        source, confidence, size = "estimated", float(result.confidence), int(result.kernel.shape[-1])
+    else:  # drawn perturbed, or the gate called the blurred photo sharp (auto would never deconvolve it)
+        used = perturb(kernel, gen)
+        if used.shape[-1] % 2 == 0:  # an even support crop: pad to odd, keeping the centre
+            used = F.pad(used, (0, 1, 0, 1))
+        result = Session("kernel", kernel=used, refiner=None).deblur(rgb)
+        source, confidence, size = "perturbed", float("nan"), int(used.shape[-1])
+    out = torch.from_numpy(result.rgb).permute(2, 0, 1)
     out_c, target_c, aligned = align(out, target)
     _, target_in, blurry = align(y, target)
     info = {"name": name, "source": source, "confidence": round(confidence, 3), "true_size": int(kernel.shape[-1]),
-            "kernel_size": int(used.shape[-1]), "noise": round(sigma, 4), "psnr_blurry": round(blurry, 2),
+            "kernel_size": size, "noise": round(sigma, 4), "psnr_blurry": round(blurry, 2),
             "psnr_deconvolved": round(aligned, 2)}
     return out_c, target_c, info
 
