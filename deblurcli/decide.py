@@ -9,7 +9,8 @@ and documented in one place (docs/how_deblurcli_decides.md explains it for users
    Under auto the network gets a look first (:func:`after_gate`): the estimate saw two windows, and a
    subject moving elsewhere on a still, sharp background is blur the gate cannot see. When the network
    redraws at least :data:`MIN_CHANGED` of the photo's blocks (:mod:`deblurcli.partial_blur`), its output
-   is returned instead.
+   is returned instead; when it redraws fewer, but some, its output is kept in those parts only (a patch,
+   feathered into the untouched photo). A photo the network redraws nowhere comes back bit for bit.
 2. **Camera shake** -- the estimator is confident (its re-blur residual matches the noise, the kernel is
    compact and the same across kernel sizes and regions): deconvolve. This is where physics beats the
    learned model (+6 dB with a good kernel against ~0 dB for the network on recorded shake).
@@ -62,6 +63,8 @@ class Choice:
 
     method: Literal["kernel", "network", "unchanged"]
     reason: str
+    #: the network's output is kept only where it redrew the photo (:func:`deblurcli.partial_blur.patch`)
+    partial: bool = False
 
 
 def without_estimate(*, method: str, photo_shape: tuple[int, int], has_network: bool) -> Choice | None:
@@ -90,10 +93,14 @@ def decide(estimate: KernelEstimate, *, method: str, has_network: bool) -> Choic
 def after_gate(changed: float) -> Choice:
     """Auto's second look at a photo the gate called sharp: ``changed`` is the share of its blocks the network
     changed a lot (:func:`deblurcli.partial_blur.changed_share`). The network's output when that share reaches
-    :data:`MIN_CHANGED` (a subject blurred by its own motion), else the photo unchanged."""
+    :data:`MIN_CHANGED` (a subject blurred by its own motion), that output in the changed parts only when some
+    but fewer blocks changed (a subject that moves a little), else the photo unchanged."""
     if changed >= MIN_CHANGED:
         return Choice("network", f"sharp where the kernel was estimated, but the network sharpens {changed:.1%} of "
                                  "the photo (a moving subject?): network")
+    if changed > 0:
+        return Choice("network", f"sharp where the kernel was estimated, but the network sharpens {changed:.1%} of "
+                                 "the photo (a moving subject?): network there only", partial=True)
     return Choice("unchanged", "the photo is sharp (the estimated kernel is a point, and the network changes no part "
                                "of it much): left unchanged")
 

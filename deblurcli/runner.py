@@ -204,6 +204,8 @@ def method_label(result: Result) -> str:
     (``network (kernel estimate 9 px, confidence 0.00: not used)``), so that the strip says why."""
     if result.method == "kernel" and result.kernel_size is not None:
         return f"kernel {result.kernel_size} px"
+    if result.method == "network" and result.point and result.patched is not None:
+        return f"network on {result.patched:.0%} of the photo (the kernel estimate is a point; the rest unchanged)"
     if result.method == "network" and result.point:
         return "network (the kernel estimate is a point, but part of the photo is blurred)"
     if result.method == "network" and result.kernel_size is not None and result.confidence is not None:

@@ -62,7 +62,8 @@ class Result:
     deconvolved with (or estimated, when auto chose the network), ``confidence`` the estimator's score; both
     None when no kernel was looked for. ``notes`` are one-line explanations of the choice (``-v``).
     ``point`` is True when the estimate was a point (the sharp-photo gate fired), so a network result with it
-    is a photo blurred only in part (:mod:`deblurcli.partial_blur`).
+    is a photo blurred only in part (:mod:`deblurcli.partial_blur`); ``patched`` then says how much of it the
+    network's output covers when it was kept in those parts only (None: the whole photo).
     """
 
     rgb: np.ndarray
@@ -71,6 +72,8 @@ class Result:
     confidence: float | None = None
     notes: list[str] = field(default_factory=list)
     point: bool = False
+    #: share of the photo taken from the network when auto kept its output in part of a sharp-looking photo only
+    patched: float | None = None
 
     @property
     def kernel_size(self) -> int | None:
@@ -296,7 +299,7 @@ class Session:
     def _estimated(self, rgb: np.ndarray, progress: ProgressFn | None) -> Result:
         """Kernel method or auto: estimate, gate, then deconvolve or hand the photo to the network."""
         from deblurcli.decide import after_deconvolution, after_gate, decide, without_estimate
-        from deblurcli.partial_blur import changed_share
+        from deblurcli.partial_blur import changed_share, patch
 
         has_network = self.model is not None
         early = without_estimate(method=self.method, photo_shape=rgb.shape[:2], has_network=has_network)
@@ -330,6 +333,9 @@ class Session:
         log.debug("%s (kernel %d px, confidence %.2f): %s", choice.method, estimate.size, estimate.confidence, choice.reason)
         if choice.method == "unchanged":
             return Result(rgb.copy(), "unchanged", **common)
+        if looked is not None and choice.partial:
+            out, share = patch(rgb, looked)
+            return Result(out, "network", point=True, patched=share, **common)
         if looked is not None:
             return Result(looked, "network", point=True, **common)
         if choice.method == "network":

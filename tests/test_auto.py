@@ -91,8 +91,11 @@ class Redraws(Recorder):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         out = x.clone()
-        out[..., : self.side, : self.side] = 1.0 - out[..., : self.side, : self.side]
+        out[..., : self.side, : self.side] = self.redraw(out[..., : self.side, : self.side])
         return out
+
+    def redraw(self, corner: torch.Tensor) -> torch.Tensor:
+        return 1.0 - corner
 
 
 @pytest.mark.parametrize(("side", "expected"), [(40, "network"), (8, "unchanged")])
@@ -109,6 +112,25 @@ def test_auto_keeps_the_networks_output_where_it_redraws_part_of_a_sharp_looking
         assert "the network sharpens" in notes and "moving subject" in notes and result.point
     else:
         assert np.array_equal(result.rgb, sharp) and "left unchanged" in notes
+
+
+class Brightens(Redraws):
+    """Redraws a corner by brightening it by 0.3 (inverting would leave a mid-grey corner as it is)."""
+
+    def redraw(self, corner: torch.Tensor) -> torch.Tensor:
+        return corner + 0.3
+
+
+def test_auto_keeps_the_networks_output_only_where_it_redraws_a_small_part_of_a_sharp_looking_photo() -> None:
+    """A 24 px corner of a 512 px photo (under 1 % of its blocks) redrawn: auto keeps the network's output
+    there, feathered, and returns the rest of the photo bit for bit."""
+    network = Brightens(24)
+    sharp = shapes(512, 512, seed=2)
+    result = Session("auto", module=network, device="cpu", precision="fp32").deblur(sharp)
+    assert result.method == "network" and result.point and result.patched is not None and 0 < result.patched < 0.05
+    assert np.allclose(result.rgb[:8, :8], np.clip(sharp[:8, :8] + 0.3, 0, 1), atol=1e-6)
+    assert np.array_equal(result.rgb[128:], sharp[128:]) and np.array_equal(result.rgb[:, 128:], sharp[:, 128:])
+    assert "there only" in " ".join(result.notes)
 
 
 def test_kernel_method_keeps_the_gate_without_asking_the_network() -> None:

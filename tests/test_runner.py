@@ -352,4 +352,6 @@ def test_compare_label_says_which_estimate_auto_did_not_trust() -> None:
     assert method_label(Result(rgb, "network")) == "network"  # no estimate (--method network, tiny photos)
     partly = Result(rgb, "network", np.ones((1, 1), np.float32), 0.25, point=True)  # auto's look past the gate
     assert method_label(partly) == "network (the kernel estimate is a point, but part of the photo is blurred)"
+    patched = Result(rgb, "network", np.ones((1, 1), np.float32), 0.25, point=True, patched=0.034)
+    assert method_label(patched) == "network on 3% of the photo (the kernel estimate is a point; the rest unchanged)"
     assert method_label(Result(rgb, "unchanged", np.ones((1, 1), np.float32), 0.0)) == "unchanged"
