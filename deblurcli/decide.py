@@ -21,6 +21,11 @@ and documented in one place (docs/how_deblurcli_decides.md explains it for users
    blurred by its own motion elsewhere in the photo, the deconvolution re-blurred by the kernel misses the
    input by far more than the noise (:mod:`deblurcli.kernel.residual`). When more than
    :data:`MAX_UNEXPLAINED` of the photo is missed like that, auto hands the photo to the network after all.
+5. **A second opinion** -- a deconvolution fits the photo through any kernel it is given, so a confident,
+   wrong kernel (the windows held a shake, the rest of the photo other blur) passes step 4. Auto then runs
+   the network too and compares how far each moved the photo (:mod:`deblurcli.second_opinion`): on a camera
+   shake the deconvolution moves it much further; where the network moves it at least as far, it has found
+   blur it knows, and its output is returned (:func:`against_network`).
 
 Between steps 1 and 2, a photo that is not sharp is estimated again in linear light and the blur's domain is
 judged (``--blur-domain auto``, :meth:`deblurcli.session.Session.domain_of`); steps 2-4 then judge and use
@@ -53,6 +58,9 @@ MAX_UNEXPLAINED = 0.025
 #: :data:`deblurcli.partial_blur.CHANGED_DB` for auto to call it blurred in part and keep the network's output
 #: (sharp photos measured 0-0.2 %, a moving subject on a still background 1.4-4 %).
 MIN_CHANGED = 0.01
+#: Auto keeps a deconvolution only where it moved the photo further than the network does, by more than this
+#: (dB of PSNR against the input; :mod:`deblurcli.second_opinion`).
+MIN_LEAD_DB = 0.0
 #: Below this side (px) the estimator has too little to go on; auto uses the network.
 MIN_SIDE = 64
 
@@ -116,3 +124,13 @@ def after_deconvolution(unexplained: float, *, method: str, has_network: bool) -
         return Choice("kernel", f"{reason}: deconvolved anyway (--method kernel)")
     fallback: Literal["network", "unchanged"] = "network" if has_network else "unchanged"
     return Choice(fallback, f"{reason}: {fallback}")
+
+
+def against_network(kernel_db: float, network_db: float) -> Choice | None:
+    """Auto's last step on a deconvolved photo: None to keep the deconvolution, which moved the photo to
+    ``kernel_db`` dB of PSNR from the input, when the network's output (``network_db``) stays closer to the input
+    by more than :data:`MIN_LEAD_DB`; else the network."""
+    if network_db > kernel_db + MIN_LEAD_DB:
+        return None
+    return Choice("network", f"the network changes the photo as much as the deconvolution ({network_db:.1f} against "
+                             f"{kernel_db:.1f} dB from the input): more than a camera shake: network")

@@ -298,7 +298,7 @@ class Session:
 
     def _estimated(self, rgb: np.ndarray, progress: ProgressFn | None) -> Result:
         """Kernel method or auto: estimate, gate, then deconvolve or hand the photo to the network."""
-        from deblurcli.decide import after_deconvolution, after_gate, decide, without_estimate
+        from deblurcli.decide import after_deconvolution, after_gate, against_network, decide, without_estimate
         from deblurcli.partial_blur import changed_share, patch
 
         has_network = self.model is not None
@@ -349,7 +349,32 @@ class Session:
             if late.method != "kernel":
                 out = self.run_network(rgb, progress) if late.method == "network" else rgb.copy()
                 return Result(out, late.method, **common)
-        return Result(self.refine(deconvolved, progress), "kernel", **common)
+        refined = self.refine(deconvolved, progress)
+        if self.method == "auto" and has_network:
+            kernel_db, network_db, looked = self.second_opinion(rgb, refined, progress)
+            late = against_network(kernel_db, network_db)
+            if late is not None:
+                log.debug("%s: %s", late.method, late.reason)
+                common["notes"].append(late.reason)
+                return Result(looked if looked is not None else self.run_network(rgb, progress), "network", **common)
+        return Result(refined, "kernel", **common)
+
+    def second_opinion(
+        self, rgb: np.ndarray, deblurred: np.ndarray, progress: ProgressFn | None = None,
+    ) -> tuple[float, float, np.ndarray | None]:
+        """How far ``deblurred`` (the kernel path's output) and the network's output moved ``rgb`` (PSNR, dB), on
+        the whole photo or on :func:`deblurcli.second_opinion.windows` of a large one, and the network's output
+        when it was run on the whole photo (None: on windows only)."""
+        from deblurcli.second_opinion import moved_db, windows
+
+        spots = windows(rgb.shape[:2])
+        if spots is None:
+            looked = self.run_network(rgb, progress)
+            return moved_db(rgb, deblurred), moved_db(rgb, looked), looked
+        photo = np.stack([rgb[crop][inner] for crop, inner in spots])
+        kernel_out = np.stack([deblurred[crop][inner] for crop, inner in spots])
+        network_out = np.stack([self.run_network(rgb[crop])[inner] for crop, inner in spots])
+        return moved_db(photo, kernel_out), moved_db(photo, network_out), None
 
     def unexplained(
         self, rgb: np.ndarray, deconvolved: np.ndarray, kernel: torch.Tensor, noise: float, *, domain: Domain | None = None,

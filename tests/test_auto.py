@@ -197,6 +197,59 @@ def test_a_deconvolution_that_leaves_much_unexplained_goes_to_the_network_under_
         assert result.method == "kernel" and network.calls == 0
 
 
+class Shifts(Recorder):
+    """A network stand-in that moves every pixel by ``delta`` (as the real one redraws a photo blurred in ways
+    one kernel does not describe)."""
+
+    def __init__(self, delta: float) -> None:
+        super().__init__()
+        self.delta = delta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x + self.delta
+
+
+@pytest.mark.parametrize(("delta", "expected"), [(0.0, "kernel"), (0.3, "network")])
+def test_auto_asks_the_network_for_a_second_opinion_on_a_deconvolution(delta: float, expected: str) -> None:
+    """Step 5 of decide.py: a confident deconvolution of a camera shake is kept when the network would change
+    the photo less than it did (here not at all), and replaced by the network's output when the network moves
+    the photo further (every pixel by 0.3: about 10 dB from the input, against the deconvolution's 20-30)."""
+    network = Shifts(delta)
+    blurry = blur(shapes(128, 128), bent_path())
+    session = Session("auto", module=network, device="cpu", precision="fp32", refiner="none")
+    network.calls = 0  # the tile planner's probe
+    result = session.deblur(blurry)
+    assert result.method == expected and network.calls == 1  # one pass: its output is reused when chosen
+    assert result.kernel is not None and result.confidence is not None and result.confidence >= 0.5
+    notes = " ".join(result.notes)
+    if expected == "network":
+        assert np.allclose(result.rgb, np.clip(blurry + delta, 0, 1), atol=1e-6)
+        assert "the network changes the photo as much as the deconvolution" in notes
+    else:
+        assert shift_tolerant_psnr(result.rgb, shapes(128, 128), 5) > shift_tolerant_psnr(blurry, shapes(128, 128), 5) + 5
+        assert "as much as the deconvolution" not in notes
+
+
+def test_the_second_opinion_looks_at_windows_of_a_large_photo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A photo over the budget (1.5 MP) is compared on windows: the network runs on those crops only, and the
+    two moves are measured on the same pixels."""
+    network = Shifts(0.1)
+    session = Session("auto", module=network, device="cpu", precision="fp32", refiner="none")
+    photo = np.random.default_rng(0).uniform(0.2, 0.8, (1200, 1400, 3)).astype(np.float32)
+    sizes: list[tuple[int, ...]] = []
+    original = session.run_network
+
+    def counted(rgb: np.ndarray, progress: object = None) -> np.ndarray:
+        sizes.append(rgb.shape[:2])
+        return original(rgb)
+
+    monkeypatch.setattr(session, "run_network", counted)
+    kernel_db, network_db, looked = session.second_opinion(photo, photo + 0.01)
+    assert looked is None and sizes == [(576, 576)] * 4
+    assert kernel_db == pytest.approx(40.0, abs=0.01) and network_db == pytest.approx(20.0, abs=0.01)
+
+
 def test_a_known_kernel_is_used_as_given() -> None:
     truth = shapes(96, 96, seed=3)
     kernel = bent_path()
