@@ -132,5 +132,5 @@ def against_network(kernel_db: float, network_db: float) -> Choice | None:
     by more than :data:`MIN_LEAD_DB`; else the network."""
     if network_db > kernel_db + MIN_LEAD_DB:
         return None
-    return Choice("network", f"the network changes the photo as much as the deconvolution ({network_db:.1f} against "
-                             f"{kernel_db:.1f} dB from the input): more than a camera shake: network")
+    return Choice("network", f"the network changes the photo as much as the deconvolution, to {network_db:.1f} dB "
+                             f"from the input against {kernel_db:.1f}: more than a camera shake: network")
