@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-__all__ = ["BUDGET", "MARGIN", "WINDOW", "moved_db", "windows"]
+__all__ = ["BUDGET", "MARGIN", "WINDOW", "windows"]
 
 #: Largest photo (pixels) compared whole; a larger one is compared on windows covering about this much of it.
 BUDGET = 1_500_000
@@ -54,9 +54,3 @@ def windows(shape: tuple[int, int], *, budget: int = BUDGET, side: int = WINDOW,
             y1, x1 = min(h, top + side + margin), min(w, left + side + margin)
             out.append(((slice(y0, y1), slice(x0, x1)), (slice(top - y0, top - y0 + side), slice(left - x0, left - x0 + side))))
     return out
-
-
-def moved_db(photo: np.ndarray, output: np.ndarray) -> float:
-    """How far ``output`` moved from ``photo`` (both in [0, 1]): their PSNR in dB, ``inf`` when identical."""
-    mse = float(np.mean(np.square(np.asarray(output, dtype=np.float32) - np.asarray(photo, dtype=np.float32))))
-    return math.inf if mse == 0.0 else -10.0 * math.log10(mse)

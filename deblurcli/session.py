@@ -365,16 +365,17 @@ class Session:
         """How far ``deblurred`` (the kernel path's output) and the network's output moved ``rgb`` (PSNR, dB), on
         the whole photo or on :func:`deblurcli.second_opinion.windows` of a large one, and the network's output
         when it was run on the whole photo (None: on windows only)."""
-        from deblurcli.second_opinion import moved_db, windows
+        from deblurcli.metrics import psnr
+        from deblurcli.second_opinion import windows
 
         spots = windows(rgb.shape[:2])
         if spots is None:
             looked = self.run_network(rgb, progress)
-            return moved_db(rgb, deblurred), moved_db(rgb, looked), looked
+            return psnr(deblurred, rgb), psnr(looked, rgb), looked
         photo = np.stack([rgb[crop][inner] for crop, inner in spots])
         kernel_out = np.stack([deblurred[crop][inner] for crop, inner in spots])
         network_out = np.stack([self.run_network(rgb[crop])[inner] for crop, inner in spots])
-        return moved_db(photo, kernel_out), moved_db(photo, network_out), None
+        return psnr(kernel_out, photo), psnr(network_out, photo), None
 
     def unexplained(
         self, rgb: np.ndarray, deconvolved: np.ndarray, kernel: torch.Tensor, noise: float, *, domain: Domain | None = None,

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from deblurcli.decide import against_network
-from deblurcli.second_opinion import moved_db, windows
+from deblurcli.metrics import psnr
+from deblurcli.second_opinion import windows
 
 
 def test_a_photo_within_the_budget_is_compared_whole() -> None:
@@ -30,10 +31,10 @@ def test_a_large_photo_is_compared_on_an_even_grid_of_windows_inside_it() -> Non
     assert len(tops) == 2 and min(tops) > 0 and max(tops) + 512 < h  # spread out, off the photo's edges
 
 
-def test_moved_db_is_the_psnr_against_the_photo() -> None:
+def test_how_far_an_output_moved_is_its_psnr_against_the_photo() -> None:
     photo = np.full((8, 8, 3), 0.5, np.float32)
-    assert moved_db(photo, photo) == math.inf
-    assert moved_db(photo, photo + 0.1) == pytest.approx(20.0, abs=1e-4)
+    assert psnr(photo, photo) == math.inf
+    assert psnr(photo + 0.1, photo) == pytest.approx(20.0, abs=1e-4)
 
 
 def test_the_deconvolution_is_kept_only_where_it_moved_the_photo_further() -> None:
