@@ -105,6 +105,21 @@ def test_outputs_dir_end_to_end(tmp_path: Path, dataset) -> None:
     assert not np.array_equal(strip[:8, :W], dataset["sub/c"]["blur"][:8])  # the PSNR label is drawn
 
 
+def test_threads_sets_the_cpu_threads(tmp_path: Path, dataset) -> None:
+    """``--threads`` reaches torch (the kernel estimate depends on rounding, so runs compared want one count)."""
+    import torch
+
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    try:
+        result = run("--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "outs"), "--no-lpips",
+                     "--threads", str(target))
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == target
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_y_channel_crop_border_and_limit(tmp_path: Path, dataset) -> None:
     result = run(
         "--pairs", str(tmp_path / "pairs"), "--outputs", str(tmp_path / "outs"), "--no-lpips",

@@ -36,6 +36,7 @@ def one_thread() -> Any:
 FLAGS = (
     "--pairs", "--synthetic", "--side-by-side", "--output", "--batch-size", "--crop", "--max-steps", "--max-minutes",
     "--lr", "--lpips", "--no-lpips", "--lpips-net", "--adv", "--gan", "--diffaug", "--device", "--resume", "--seed", "--sharp-prob",
+    "--threads",
 )
 
 
@@ -83,7 +84,11 @@ def test_tiny_run_then_refuses_to_overwrite(tmp_path: Path, setup: tuple[Path, P
     photos, weights = setup
     run = tmp_path / "run"
     args = [*base_args(photos, weights, run), "--adv", "0.01", "--max-steps", "2", "--val-every", "2"]
-    result = CliRunner().invoke(group, args)
+    try:
+        result = CliRunner().invoke(group, [*args, "--threads", "2"])
+        assert torch.get_num_threads() == 2  # the module runs on one thread; --threads set two
+    finally:
+        torch.set_num_threads(1)
     assert result.exit_code == 0, result.output
     assert (run / "last.safetensors").is_file()
     # best.safetensors only for a model that beats the blurry input, which a random tiny model may not

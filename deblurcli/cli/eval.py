@@ -38,6 +38,7 @@ from deblurcli.cli.options import (
     model_option,
     precision_option,
     require_extra,
+    threads_option,
     tile_option,
 )
 
@@ -100,6 +101,7 @@ class Report:
 @backend_option
 @tile_option
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N pairs (sorted by name).")
+@threads_option
 def command(
     pairs_dir: Path | None,
     method: str,
@@ -126,6 +128,7 @@ def command(
     backend: str,
     tile: int | None,
     limit: int | None,
+    threads: int | None,
 ) -> None:
     """Score a model (or existing outputs) on blurry/sharp pairs: PSNR, SSIM, MS-SSIM, FSIM, VIF, LPIPS.
 
@@ -170,6 +173,7 @@ def command(
             backend=backend,
             tile=tile,
             limit=limit,
+            threads=threads,
         )
         if as_json:
             click.echo(json.dumps(to_json(report), indent=2, allow_nan=False))
@@ -220,16 +224,21 @@ def evaluate(
     backend: str = "auto",
     tile: int | None = None,
     limit: int | None = None,
+    threads: int | None = None,
 ) -> Report:
-    """Score every pair; per-pair failures are collected in ``Report.errors`` (and printed) rather than raised."""
+    """Score every pair; per-pair failures are collected in ``Report.errors`` (and printed) rather than raised.
+    ``threads``: CPU threads for the methods and the metrics (default: PyTorch's choice). The kernel estimate
+    depends on rounding, so figures compared across runs want the same thread count."""
     from rich.console import Console
     from rich.progress import Progress
 
     from deblurcli import metrics
-    from deblurcli.devices import resolve_device
+    from deblurcli.devices import resolve_device, set_threads
     from deblurcli.errors import DeblurError
     from deblurcli.pairs import find_pairs
 
+    if threads is not None:
+        set_threads(threads)
     scan = find_pairs(root, side_by_side=side_by_side, csv=csv_pairs)
     pairs = scan.pairs[:limit] if limit else scan.pairs
     problems = list(scan.problems)

@@ -81,10 +81,16 @@ def output_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True, help="Blend with the input: 1 is the full result, 0 the input.")(command)
 
 
+def threads_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--threads``: CPU threads, for every command that computes (a job sharing the machine is given fewer;
+    kernel-method figures are compared at one thread count, since the estimate depends on rounding)."""
+    return click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: PyTorch's choice).")(command)
+
+
 def device_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--device``, ``--precision``, ``--backend``, ``--threads``: where and how the work runs, for every
     inference command."""
-    command = click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: PyTorch's choice).")(command)
+    command = threads_option(command)
     command = backend_option(command)
     command = precision_option(INFERENCE_PRECISION_HELP)(command)
     return device_option("Where the network runs (auto: CUDA, else MPS, else CPU; an absent device is an error).")(command)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from deblurcli.cli.options import device_option, model_option, precision_option, require_extra
+from deblurcli.cli.options import device_option, model_option, precision_option, require_extra, threads_option
 from deblurcli.models import registry  # torch-free: the --arch choices come from its presets
 from deblurcli.train import loss_names  # torch-free too: the loss choices
 
@@ -53,6 +53,7 @@ from deblurcli.train import loss_names  # torch-free too: the loss choices
 @precision_option("auto: bf16 on GPUs that have it, else fp16; fp32 on CPUs, where bf16 training is not validated.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialisation, crops, synthetic blur and the validation split.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last checkpoint.")
+@threads_option
 def command(
     pairs: Path | None,
     csv_pairs: Path | None,
@@ -86,6 +87,7 @@ def command(
     precision: str,
     seed: int,
     resume: bool,
+    threads: int | None,
 ) -> None:
     """Train a deblurring generator; weights land in OUTPUT/best.safetensors and OUTPUT/last.safetensors.
 
@@ -94,6 +96,7 @@ def command(
       deblur train --synthetic photos/ --arch nafnet -o runs/s  from scratch on synthetic blur
       deblur train ... -o runs/s --resume                       continue after a stop or a crash
       torchrun --nproc_per_node=4 -m deblurcli train ...        4 GPUs (--batch-size is per GPU)
+      deblur train ... --threads 1                              one core, the others left to other work
     Ctrl-C stops after the current step and writes a checkpoint.
     """
     from rich.console import Console
@@ -122,6 +125,10 @@ def command(
         checkpoint_every=checkpoint_every, sharp_prob=sharp_prob, dynamic_prob=dynamic_prob, max_side=max_side,
         device=device, precision=precision, seed=seed, resume=resume,
     )
+    if threads is not None:
+        from deblurcli.devices import set_threads
+
+        set_threads(threads)
     console = Console(stderr=True, soft_wrap=True)  # long progress lines stay whole in log files
     try:
         result = train(opts, console)
